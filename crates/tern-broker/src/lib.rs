@@ -1,0 +1,21 @@
+//! Tern's broker core: sessions, QoS flows, wills, keepalive, routing and retained messages.
+//!
+//! This crate is sans-IO: it never touches a socket, never spawns, never reads the clock. The edge
+//! (the `tern` crate) feeds it events — a connection opened, a decoded packet, a decode violation,
+//! a connection closed, a deadline reached — each with the current `Instant`, and the core answers
+//! by handing packets and close requests to each connection's [`Outlet`].
+//!
+//! Calling protocol for the edge:
+//! 1. [`Broker::open`] when a transport connection is accepted; keep the returned [`ConnId`].
+//! 2. [`Broker::handle_packet`] for every decoded packet, in order; [`Broker::handle_violation`]
+//!    when decoding fails; [`Broker::handle_closed`] when the transport ends for any reason.
+//! 3. After any call, [`Broker::poll_timeout`] gives the earliest deadline; call
+//!    [`Broker::handle_timeout`] once it has passed (spurious calls are harmless).
+
+pub mod broker;
+pub mod config;
+pub mod retained;
+pub mod topic_index;
+
+pub use broker::{Broker, ConnId, Outlet, Stats};
+pub use config::BrokerConfig;
