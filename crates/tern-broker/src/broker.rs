@@ -1,7 +1,18 @@
-//! The broker: connection table, session table and the dispatch of each event.
-use std::time::Instant;
-use tern_codec::{Packet, Violation, ProtocolVersion};
+//! The broker: the connection table, the session table, the subscription index and the retained
+//! store, and the dispatch of each event to its handler (`connect.rs`, `publish_in.rs`,
+//! `publish_out.rs`, `subscribe.rs`). It owns no socket: packets leave through each connection's
+//! [`Outlet`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tern_codec::{Disconnect, Packet, ProtocolVersion, ReasonCode, Violation};
+
 use crate::BrokerConfig;
+use crate::retained::RetainedTree;
+use crate::session::{GroupId, Message, Session, SessionId, SubEntry};
+use crate::topic_index::TopicIndex;
 
 /// The edge's handle on one transport connection: where the core puts packets and closes.
 pub trait Outlet {
@@ -24,37 +35,524 @@ pub struct Stats {
     pub sessions: usize,
     /// Retained messages held.
     pub retained: usize,
+    /// Subscriptions held (shared ones count once per member).
+    pub subscriptions: usize,
     /// PUBLISH packets received from clients.
     pub publish_received: u64,
     /// PUBLISH packets sent to clients.
     pub publish_sent: u64,
-    /// Messages dropped (queue limits, expiry, oversize).
+    /// Messages dropped (queue limits, expiry, oversize for the client, QoS 0 while offline).
     pub dropped: u64,
+}
+
+/// A deadline kind; entries may be stale and are checked against the owner when they fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// Keep Alive ×1.5 of a connection [MQTT-3.1.2-24].
+    KeepAlive(ConnId),
+    /// A delayed will of a disconnected session.
+    WillDelay(SessionId),
+    /// The end of a disconnected session.
+    SessionExpiry(SessionId),
+}
+
+/// Per-connection state: what lives exactly as long as the network connection.
+pub(crate) struct Conn<O> {
+    pub outlet: O,
+    /// The session once CONNECT succeeded; `None` before, and after a takeover detached it.
+    pub session: Option<SessionId>,
+    /// Protocol level, known after CONNECT.
+    pub version: ProtocolVersion,
+    /// Keep Alive ×1.5, or `None` when keepalive is off.
+    pub keep_alive: Option<Duration>,
+    /// Last time a packet arrived.
+    pub last_seen: Instant,
+    /// Receive Maximum of the client (outbound in-flight limit).
+    pub client_receive_max: u16,
+    /// Maximum Packet Size of the client.
+    pub client_max_packet: u32,
+    /// Topic Alias Maximum of the client (outbound aliases).
+    pub client_alias_max: u16,
+    /// Whether reason strings and user properties may be sent on acks (Request Problem Information).
+    pub problem_info: bool,
+    /// Inbound topic aliases: alias → topic.
+    pub aliases_in: HashMap<u16, String>,
+    /// Outbound topic aliases: topic → alias.
+    pub aliases_out: HashMap<String, u16>,
+}
+
+/// A shared subscription `$share/{name}/{filter}` and its members.
+pub(crate) struct Group {
+    pub members: Vec<(SessionId, SubEntry)>,
+    /// Round-robin position.
+    pub cursor: usize,
+}
+
+/// How a connection ends, decided where the cause is known.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CloseHow {
+    /// Send a v5 DISCONNECT with this reason first.
+    pub disconnect: Option<ReasonCode>,
+    /// Publish (or schedule) the will.
+    pub will: bool,
+    /// For the log line.
+    pub why: &'static str,
 }
 
 /// The broker core; see the crate doc for the calling protocol.
 pub struct Broker<O: Outlet> {
-    _o: std::marker::PhantomData<O>,
+    pub(crate) config: Arc<BrokerConfig>,
+    pub(crate) conns: HashMap<ConnId, Conn<O>>,
+    pub(crate) sessions: HashMap<SessionId, Session>,
+    pub(crate) by_client_id: HashMap<Arc<str>, SessionId>,
+    /// Non-shared subscriptions.
+    pub(crate) index: TopicIndex<SessionId, SubEntry>,
+    /// Shared subscriptions: one entry per group.
+    pub(crate) shared_index: TopicIndex<GroupId, ()>,
+    pub(crate) groups: HashMap<GroupId, Group>,
+    pub(crate) group_ids: HashMap<(String, String), GroupId>,
+    pub(crate) retained: RetainedTree<Arc<Message>>,
+    pub(crate) timers: BTreeSet<(Instant, Timer)>,
+    pub(crate) stats: Stats,
+    next_conn: u64,
+    next_session: u64,
+    next_group: u64,
+    /// Salt for assigned client identifiers, from std's per-process random keys.
+    id_salt: u64,
 }
 
 impl<O: Outlet> Broker<O> {
     /// A broker with `config`, holding no sessions.
-    pub fn new(config: BrokerConfig) -> Self { let _ = config; todo!() }
+    pub fn new(config: BrokerConfig) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let id_salt = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let mut broker = Broker {
+            config: Arc::new(config),
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            by_client_id: HashMap::new(),
+            index: TopicIndex::new(),
+            shared_index: TopicIndex::new(),
+            groups: HashMap::new(),
+            group_ids: HashMap::new(),
+            retained: RetainedTree::new(),
+            timers: BTreeSet::new(),
+            stats: Stats::default(),
+            next_conn: 1,
+            next_session: 1,
+            next_group: 1,
+            id_salt,
+        };
+        let version = Message {
+            topic: "$SYS/broker/version".into(),
+            payload: format!("tern {}", env!("CARGO_PKG_VERSION")).into(),
+            qos: tern_codec::QoS::AtMostOnce,
+            retain: true,
+            properties: Default::default(),
+            expires_at: None,
+            publisher: None,
+        };
+        broker
+            .retained
+            .insert("$SYS/broker/version", Arc::new(version));
+        broker
+    }
+
+    /// The configuration this broker runs with.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
     /// A transport connection was accepted; its first packet must be CONNECT.
-    pub fn open(&mut self, now: Instant, outlet: O) -> ConnId { let _ = (now, outlet); todo!() }
+    pub fn open(&mut self, now: Instant, outlet: O) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                outlet,
+                session: None,
+                version: ProtocolVersion::V3_1_1,
+                keep_alive: None,
+                last_seen: now,
+                client_receive_max: u16::MAX,
+                client_max_packet: u32::MAX,
+                client_alias_max: 0,
+                problem_info: true,
+                aliases_in: HashMap::new(),
+                aliases_out: HashMap::new(),
+            },
+        );
+        id
+    }
+
     /// A packet decoded from `conn`.
-    pub fn handle_packet(&mut self, now: Instant, conn: ConnId, packet: Packet) { let _ = (now, conn, packet); todo!() }
+    pub fn handle_packet(&mut self, now: Instant, conn: ConnId, packet: Packet) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_seen = now;
+        let Some(sid) = c.session else {
+            match packet {
+                Packet::Connect(connect) => self.handle_connect(now, conn, *connect),
+                // [MQTT-3.1.0-1] The first packet must be CONNECT; close without a reply.
+                _ => self.close_conn(
+                    now,
+                    conn,
+                    CloseHow {
+                        disconnect: None,
+                        will: false,
+                        why: "first packet was not CONNECT",
+                    },
+                ),
+            }
+            return;
+        };
+        match packet {
+            Packet::Publish(p) => self.handle_publish(now, conn, sid, p),
+            Packet::PubAck(a) => self.handle_puback(now, conn, sid, a),
+            Packet::PubRec(a) => self.handle_pubrec(now, conn, sid, a),
+            Packet::PubRel(a) => self.handle_pubrel(now, conn, sid, a),
+            Packet::PubComp(a) => self.handle_pubcomp(now, conn, sid, a),
+            Packet::Subscribe(s) => self.handle_subscribe(now, conn, sid, s),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(now, conn, sid, u),
+            Packet::PingReq => self.send(conn, Packet::PingResp),
+            Packet::Disconnect(d) => self.handle_disconnect(now, conn, sid, d),
+            // [MQTT-3.1.0-2] A second CONNECT is a protocol violation.
+            Packet::Connect(_) => self.violation(
+                now,
+                conn,
+                Violation::protocol("MQTT-3.1.0-2", "second CONNECT on one connection"),
+            ),
+            // [MQTT-4.12.0-1] No authentication method was agreed, so AUTH is a protocol error.
+            Packet::Auth(_) => self.violation(
+                now,
+                conn,
+                Violation::protocol(
+                    "MQTT-4.12.0-1",
+                    "AUTH without an authentication method in CONNECT",
+                ),
+            ),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => self
+                .violation(
+                    now,
+                    conn,
+                    Violation::protocol("MQTT-4.8.0-1", "server-to-client packet sent by a client"),
+                ),
+        }
+    }
+
     /// Decoding bytes from `conn` failed; `protocol` is the level the edge decodes with, if known.
     /// The core sends the right CONNACK or DISCONNECT, publishes the will, and closes.
-    pub fn handle_violation(&mut self, now: Instant, conn: ConnId, violation: Violation, protocol: Option<ProtocolVersion>) { let _ = (now, conn, violation, protocol); todo!() }
+    pub fn handle_violation(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        violation: Violation,
+        protocol: Option<ProtocolVersion>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.session.is_some() {
+            self.violation(now, conn, violation);
+            return;
+        }
+        tracing::info!(conn = conn.0, %violation, "refused CONNECT");
+        // A CONNECT we could not parse: an unsupported level gets CONNACK 0x84 (0x01 in v3
+        // form, [MQTT-3.1.2-2]); a v5 client gets the precise reason [MQTT-4.13.1-1]; a v3 one
+        // is just closed, as 3.1.1 has no code for malformed packets.
+        let reply = if violation.reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
+            c.version = protocol.unwrap_or(ProtocolVersion::V3_1_1);
+            Some(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)
+        } else if protocol == Some(ProtocolVersion::V5) {
+            c.version = ProtocolVersion::V5;
+            Some(violation.reason)
+        } else {
+            None
+        };
+        if let Some(reason) = reply {
+            c.outlet.send(Packet::ConnAck(tern_codec::ConnAck {
+                session_present: false,
+                reason,
+                properties: Default::default(),
+            }));
+        }
+        self.close_conn(
+            now,
+            conn,
+            CloseHow {
+                disconnect: None,
+                will: false,
+                why: violation.detail,
+            },
+        );
+    }
+
     /// The transport of `conn` ended (peer closed, IO error, or after an `Outlet::close`).
-    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) { let _ = (now, conn); todo!() }
-    /// Fire every deadline at or before `now`: keepalive, will delay, session and message expiry.
-    pub fn handle_timeout(&mut self, now: Instant) { let _ = now; todo!() }
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.close_conn(
+                now,
+                conn,
+                CloseHow {
+                    disconnect: None,
+                    will: true,
+                    why: "connection lost",
+                },
+            );
+        }
+    }
+
+    /// Fire every deadline at or before `now`: keepalive, will delay, session expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::KeepAlive(conn) => self.keepalive_fired(now, conn),
+                Timer::WillDelay(sid) => {
+                    let due = self
+                        .sessions
+                        .get(&sid)
+                        .is_some_and(|s| s.will_at == Some(at));
+                    if due {
+                        self.publish_will(now, sid);
+                    }
+                }
+                Timer::SessionExpiry(sid) => {
+                    let due = self
+                        .sessions
+                        .get(&sid)
+                        .is_some_and(|s| s.conn.is_none() && s.expires_at == Some(at));
+                    if due {
+                        tracing::info!(client_id = %self.sessions[&sid].client_id, "session expired");
+                        self.end_session(now, sid);
+                    }
+                }
+            }
+        }
+    }
+
     /// The earliest pending deadline.
-    pub fn poll_timeout(&self) -> Option<Instant> { todo!() }
-    /// Server shutdown: v5 clients get DISCONNECT 0x8B, every connection is closed.
-    pub fn shutdown(&mut self, now: Instant) { let _ = now; todo!() }
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Server shutdown: v5 clients get DISCONNECT 0x8B, every connection is closed. Sessions are
+    /// kept and wills are not published: the clients are not at fault.
+    pub fn shutdown(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in ids {
+            self.close_conn(
+                now,
+                conn,
+                CloseHow {
+                    disconnect: Some(ReasonCode::SERVER_SHUTTING_DOWN),
+                    will: false,
+                    why: "server shutting down",
+                },
+            );
+        }
+    }
+
     /// Current counters.
-    pub fn stats(&self) -> Stats { todo!() }
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.conns.len(),
+            sessions: self.sessions.len(),
+            retained: self.retained.len(),
+            subscriptions: self.index.len()
+                + self.groups.values().map(|g| g.members.len()).sum::<usize>(),
+            ..self.stats.clone()
+        }
+    }
+
+    fn keepalive_fired(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let Some(ka) = c.keep_alive else { return };
+        let due = c.last_seen + ka;
+        if now >= due {
+            // [MQTT-3.1.2-24] Silence for 1.5 × Keep Alive: disconnect as a network failure.
+            self.close_conn(
+                now,
+                conn,
+                CloseHow {
+                    disconnect: Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+                    will: true,
+                    why: "keep alive timeout",
+                },
+            );
+        } else {
+            self.timers.insert((due, Timer::KeepAlive(conn)));
+        }
+    }
+
+    /// A violation by an established connection: DISCONNECT with its reason (v5), will, close.
+    pub(crate) fn violation(&mut self, now: Instant, conn: ConnId, v: Violation) {
+        tracing::info!(conn = conn.0, %v, "protocol violation");
+        self.close_conn(
+            now,
+            conn,
+            CloseHow {
+                disconnect: Some(v.reason),
+                will: true,
+                why: v.detail,
+            },
+        );
+    }
+
+    /// Sends `packet` on `conn` if it is open, honouring the client's Maximum Packet Size for
+    /// non-PUBLISH packets by dropping optional properties [MQTT-3.1.2-25].
+    pub(crate) fn send(&mut self, conn: ConnId, packet: Packet) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            send_on(c, packet);
+        }
+    }
+
+    /// Ends a connection: optional v5 DISCONNECT, close, detach the session (will, expiry).
+    pub(crate) fn close_conn(&mut self, now: Instant, conn: ConnId, how: CloseHow) {
+        let Some(mut c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(reason) = how.disconnect {
+            if c.version.is_v5() && c.session.is_some() {
+                let mut d = Disconnect::new(reason);
+                if c.problem_info && reason.is_error() {
+                    d.properties.reason_string = Some(how.why.to_string());
+                }
+                send_on(&mut c, Packet::Disconnect(d));
+            }
+        }
+        c.outlet.close();
+        let Some(sid) = c.session else { return };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.conn != Some(conn) {
+            return;
+        }
+        tracing::info!(client_id = %s.client_id, reason = how.why, "client disconnected");
+        s.conn = None;
+        if !how.will {
+            s.will = None;
+        }
+        self.detached(now, sid);
+    }
+
+    /// A session just lost its connection: schedule its will and its end.
+    pub(crate) fn detached(&mut self, now: Instant, sid: SessionId) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let expiry = s.expiry_interval;
+        if expiry != u32::MAX {
+            let at = now + Duration::from_secs(expiry.into());
+            s.expires_at = Some(at);
+            if expiry > 0 {
+                self.timers.insert((at, Timer::SessionExpiry(sid)));
+            }
+        }
+        if let Some(w) = &s.will {
+            // The will waits for its delay or the end of the session, whichever comes first.
+            let delay = w.delay.min(expiry);
+            if delay == 0 {
+                self.publish_will(now, sid);
+            } else {
+                let at = now + Duration::from_secs(delay.into());
+                s.will_at = Some(at);
+                self.timers.insert((at, Timer::WillDelay(sid)));
+            }
+        }
+        self.redispatch_shared(now, sid);
+        if expiry == 0 {
+            self.end_session(now, sid);
+        }
+    }
+
+    /// Ends a session: publishes a pending will, drops its subscriptions, hands its shared
+    /// messages to other members, forgets it.
+    pub(crate) fn end_session(&mut self, now: Instant, sid: SessionId) {
+        if self.sessions.get(&sid).is_some_and(|s| s.will.is_some()) {
+            self.publish_will(now, sid);
+        }
+        let Some(mut s) = self.sessions.remove(&sid) else {
+            return;
+        };
+        for (filter, _) in s.subscriptions.drain() {
+            self.remove_subscription(sid, &filter);
+        }
+        if self.by_client_id.get(&s.client_id) == Some(&sid) {
+            self.by_client_id.remove(&s.client_id);
+        }
+        let pending: Vec<_> = s
+            .inflight
+            .drain(..)
+            .map(|f| f.delivery)
+            .chain(s.queue.drain(..))
+            .filter(|d| d.group.is_some())
+            .collect();
+        for d in pending {
+            self.redeliver_shared(now, d, Some(sid));
+        }
+    }
+
+    /// A fresh session id.
+    pub(crate) fn new_session_id(&mut self) -> SessionId {
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        id
+    }
+
+    /// A fresh shared-group id.
+    pub(crate) fn new_group_id(&mut self) -> GroupId {
+        let id = GroupId(self.next_group);
+        self.next_group += 1;
+        id
+    }
+
+    /// A client identifier for a client that sent none [MQTT-3.1.3-6].
+    pub(crate) fn assign_client_id(&mut self) -> String {
+        loop {
+            let n = self.next_conn.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.id_salt;
+            self.next_conn += 1;
+            let id = format!("tern-{n:016x}");
+            if !self.by_client_id.contains_key(id.as_str()) {
+                return id;
+            }
+        }
+    }
+}
+
+/// Sends on one connection, fitting non-PUBLISH packets into the client's maximum size.
+pub(crate) fn send_on<O: Outlet>(c: &mut Conn<O>, mut packet: Packet) {
+    if c.version.is_v5()
+        && c.client_max_packet != u32::MAX
+        && packet.encoded_len(c.version) > c.client_max_packet as usize
+    {
+        // [MQTT-3.1.2-25] Reason String and User Properties may be dropped to fit.
+        match &mut packet {
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                a.properties = Default::default()
+            }
+            Packet::SubAck(a) => a.properties = Default::default(),
+            Packet::UnsubAck(a) => a.properties = Default::default(),
+            Packet::Disconnect(d) => d.properties = Default::default(),
+            Packet::ConnAck(a) => {
+                a.properties.reason_string = None;
+                a.properties.user_properties.clear();
+            }
+            _ => {}
+        }
+        if packet.encoded_len(c.version) > c.client_max_packet as usize {
+            return;
+        }
+    }
+    c.outlet.send(packet);
 }

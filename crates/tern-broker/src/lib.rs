@@ -11,10 +11,20 @@
 //!    when decoding fails; [`Broker::handle_closed`] when the transport ends for any reason.
 //! 3. After any call, [`Broker::poll_timeout`] gives the earliest deadline; call
 //!    [`Broker::handle_timeout`] once it has passed (spurious calls are harmless).
+//!
+//! Layout: `broker.rs` (tables and dispatch), `connect.rs` (CONNECT, takeover, DISCONNECT),
+//! `publish_in.rs` (inbound PUBLISH, routing, wills), `publish_out.rs` (delivery, in-flight
+//! window, acks), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE, shared groups), `session.rs` (per-client
+//! state), `topic_index.rs` and `retained.rs` (the two tries).
 
 pub mod broker;
 pub mod config;
+mod connect;
+mod publish_in;
+mod publish_out;
 pub mod retained;
+pub mod session;
+mod subscribe;
 pub mod topic_index;
 
 pub use broker::{Broker, ConnId, Outlet, Stats};

@@ -19,3 +19,4 @@ pub use error::Violation;
 pub use packet::*;
 pub use properties::Properties;
 pub use reason::ReasonCode;
+mod tmp_stub;

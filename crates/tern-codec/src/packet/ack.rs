@@ -16,11 +16,19 @@ pub struct Ack {
 impl Ack {
     /// A successful acknowledgment of `packet_id` with no properties.
     pub fn new(packet_id: PacketId) -> Self {
-        Ack { packet_id, reason: ReasonCode::SUCCESS, properties: Default::default() }
+        Ack {
+            packet_id,
+            reason: ReasonCode::SUCCESS,
+            properties: Default::default(),
+        }
     }
 
     /// An acknowledgment of `packet_id` carrying `reason`.
     pub fn with_reason(packet_id: PacketId, reason: ReasonCode) -> Self {
-        Ack { packet_id, reason, properties: Default::default() }
+        Ack {
+            packet_id,
+            reason,
+            properties: Default::default(),
+        }
     }
 }

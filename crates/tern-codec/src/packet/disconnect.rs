@@ -14,6 +14,9 @@ pub struct Disconnect {
 impl Disconnect {
     /// A DISCONNECT with `reason` and no properties.
     pub fn new(reason: ReasonCode) -> Self {
-        Disconnect { reason, properties: Default::default() }
+        Disconnect {
+            reason,
+            properties: Default::default(),
+        }
     }
 }

@@ -1,0 +1,333 @@
+//! The publish path, inbound side, in the order a message travels:
+//!
+//! `handle_publish` (topic alias, reserved topics, payload format, receive quota, QoS 2
+//! duplicate check) → `accept_message` (retained store) → `route` (match the index and the
+//! shared groups, dedupe per session at the highest QoS, lower the QoS) → `deliver`
+//! (`publish_out.rs`). Also PUBREL (end of inbound QoS 2) and will publication.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tern_codec::{Ack, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Violation};
+
+use crate::broker::{Broker, ConnId, Outlet};
+use crate::session::{Delivery, GroupId, Message, SessionId};
+
+/// Topics under this prefix belong to the broker [MQTT-4.7.2-1]; clients cannot publish there.
+const SYS_PREFIX: &str = "$SYS";
+
+impl<O: Outlet> Broker<O> {
+    /// Handles PUBLISH from a connected client.
+    pub(crate) fn handle_publish(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        sid: SessionId,
+        mut p: Publish,
+    ) {
+        self.stats.publish_received += 1;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let version = c.version;
+
+        // Topic alias [MQTT-3.3.2-7..12]: 0 and values above our maximum are invalid.
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias == 0 || alias > self.config.topic_alias_maximum {
+                return self.violation(
+                    now,
+                    conn,
+                    Violation::new(
+                        "MQTT-3.3.2-9",
+                        ReasonCode::TOPIC_ALIAS_INVALID,
+                        "Topic Alias 0 or above Topic Alias Maximum",
+                    ),
+                );
+            }
+            if p.topic.is_empty() {
+                match c.aliases_in.get(&alias) {
+                    Some(topic) => p.topic = topic.clone(),
+                    None => {
+                        return self.violation(
+                            now,
+                            conn,
+                            Violation::protocol(
+                                "MQTT-3.3.4-?",
+                                "Topic Alias not yet mapped to a topic",
+                            ),
+                        );
+                    }
+                }
+            } else {
+                c.aliases_in.insert(alias, p.topic.clone());
+            }
+        }
+        if p.topic.is_empty() {
+            return self.violation(
+                now,
+                conn,
+                Violation::protocol(
+                    "MQTT-3.3.2-1",
+                    "PUBLISH with empty topic and no Topic Alias",
+                ),
+            );
+        }
+        if !p.properties.subscription_identifiers.is_empty() {
+            // [MQTT-3.3.4-6] Only the server sends Subscription Identifiers.
+            return self.violation(
+                now,
+                conn,
+                Violation::protocol(
+                    "MQTT-3.3.4-6",
+                    "PUBLISH from a client carries a Subscription Identifier",
+                ),
+            );
+        }
+        if p.retain && !self.config.retain_available {
+            // [MQTT-3.3.1-14] Retain not supported.
+            return self.violation(
+                now,
+                conn,
+                Violation::new(
+                    "MQTT-3.3.1-14",
+                    ReasonCode::RETAIN_NOT_SUPPORTED,
+                    "retained PUBLISH while Retain Available is 0",
+                ),
+            );
+        }
+
+        // Inbound QoS 2: a remembered id is a duplicate; count against our Receive Maximum.
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
+            if s.inbound_qos2.contains(&id.get()) {
+                // [MQTT-4.3.3-10] Not routed again; acknowledge again.
+                return self.send(conn, Packet::PubRec(Ack::new(id)));
+            }
+            if s.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
+                // [MQTT-3.3.4-9] More unacknowledged QoS 2 PUBLISH than our Receive Maximum.
+                return self.violation(
+                    now,
+                    conn,
+                    Violation::new(
+                        "MQTT-3.3.4-9",
+                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                        "more QoS 2 PUBLISH in flight than Receive Maximum",
+                    ),
+                );
+            }
+        }
+
+        let refusal = self.check_publish(&p, version);
+        if refusal.is_none() {
+            let msg = Message {
+                expires_at: p
+                    .properties
+                    .message_expiry_interval
+                    .map(|secs| now + Duration::from_secs(secs.into())),
+                topic: std::mem::take(&mut p.topic),
+                payload: std::mem::take(&mut p.payload),
+                qos: p.qos,
+                retain: p.retain,
+                properties: std::mem::take(&mut p.properties),
+                publisher: Some(sid),
+            };
+            self.accept_message(now, Arc::new(msg));
+        } else if p.qos == QoS::AtMostOnce
+            && version.is_v5()
+            && refusal == Some(ReasonCode::PAYLOAD_FORMAT_INVALID)
+        {
+            // QoS 0 has no acknowledgment to carry the reason.
+            return self.violation(
+                now,
+                conn,
+                Violation::new(
+                    "MQTT-3.3.2-4",
+                    ReasonCode::PAYLOAD_FORMAT_INVALID,
+                    "payload is not UTF-8 although Payload Format Indicator is 1",
+                ),
+            );
+        }
+
+        // Acknowledge: a refusal's reason travels in the ack (v5); v3 has no code for it.
+        let reason = refusal
+            .filter(|_| version.is_v5())
+            .unwrap_or(ReasonCode::SUCCESS);
+        match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => {
+                self.send(conn, Packet::PubAck(Ack::with_reason(id, reason)))
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                if !reason.is_error() {
+                    if let Some(s) = self.sessions.get_mut(&sid) {
+                        s.inbound_qos2.insert(id.get());
+                    }
+                }
+                self.send(conn, Packet::PubRec(Ack::with_reason(id, reason)))
+            }
+            _ => {}
+        }
+    }
+
+    /// Why a valid PUBLISH is not routed, if it is not.
+    fn check_publish(&self, p: &Publish, version: ProtocolVersion) -> Option<ReasonCode> {
+        if p.topic.starts_with(SYS_PREFIX) {
+            return Some(ReasonCode::NOT_AUTHORIZED);
+        }
+        // [MQTT-3.3.2-4] Payload Format Indicator 1 promises UTF-8.
+        if version.is_v5()
+            && p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            return Some(ReasonCode::PAYLOAD_FORMAT_INVALID);
+        }
+        None
+    }
+
+    /// Handles PUBREL: the end of an inbound QoS 2 flow.
+    pub(crate) fn handle_pubrel(&mut self, _now: Instant, conn: ConnId, sid: SessionId, a: Ack) {
+        let known = self
+            .sessions
+            .get_mut(&sid)
+            .is_some_and(|s| s.inbound_qos2.remove(&a.packet_id.get()));
+        let reason = if known {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.send(conn, Packet::PubComp(Ack::with_reason(a.packet_id, reason)));
+    }
+
+    /// Stores a retained message if asked, then routes the message to subscribers.
+    pub(crate) fn accept_message(&mut self, now: Instant, msg: Arc<Message>) {
+        if msg.retain {
+            // [MQTT-3.3.1-5..7] Replace; an empty payload deletes.
+            if msg.payload.is_empty() {
+                self.retained.remove(&msg.topic);
+            } else {
+                self.retained.insert(&msg.topic, msg.clone());
+            }
+        }
+        self.route(now, msg);
+    }
+
+    /// Sends `msg` to every matching subscription: once per session at the highest matching QoS
+    /// with all matching Subscription Identifiers [MQTT-3.3.4-2..5], and to one member of each
+    /// matching shared group.
+    pub(crate) fn route(&mut self, now: Instant, msg: Arc<Message>) {
+        let mut hits: Vec<(SessionId, QoS, bool, Option<u32>)> = Vec::new();
+        let publisher = msg.publisher;
+        self.index.for_each_match(&msg.topic, |sid, e| {
+            // [MQTT-3.8.3-3] No Local: not to the publisher's own session.
+            if e.options.no_local && Some(sid) == publisher {
+                return;
+            }
+            hits.push((sid, e.options.qos, e.options.retain_as_published, e.sub_id));
+        });
+        let mut groups: Vec<GroupId> = Vec::new();
+        self.shared_index
+            .for_each_match(&msg.topic, |g, ()| groups.push(g));
+
+        hits.sort_unstable_by_key(|h| h.0);
+        let mut i = 0;
+        while i < hits.len() {
+            let sid = hits[i].0;
+            let (mut qos, mut rap, mut sub_ids) = (QoS::AtMostOnce, false, Vec::new());
+            while i < hits.len() && hits[i].0 == sid {
+                qos = qos.max(hits[i].1);
+                rap |= hits[i].2;
+                sub_ids.extend(hits[i].3);
+                i += 1;
+            }
+            let Some(s) = self.sessions.get(&sid) else {
+                continue;
+            };
+            // [MQTT-3.3.1-9] v3.1.1 clears RETAIN on forwarded messages; v5 keeps it with
+            // Retain As Published [MQTT-3.3.1-12/13].
+            let retain = s.version.is_v5() && rap && msg.retain;
+            if !s.version.is_v5() {
+                sub_ids.clear();
+            }
+            let d = Delivery {
+                qos: msg.qos.min(qos),
+                retain,
+                sub_ids,
+                group: None,
+                msg: msg.clone(),
+            };
+            self.deliver(now, sid, d);
+        }
+        for g in groups {
+            self.deliver_to_group(now, g, msg.clone(), None);
+        }
+    }
+
+    /// Sends `msg` to one member of shared group `g`, round-robin, preferring connected members
+    /// and never `avoid` (a member that just left).
+    pub(crate) fn deliver_to_group(
+        &mut self,
+        now: Instant,
+        g: GroupId,
+        msg: Arc<Message>,
+        avoid: Option<SessionId>,
+    ) -> bool {
+        let Some(group) = self.groups.get_mut(&g) else {
+            return false;
+        };
+        let n = group.members.len();
+        let connected = |sid: &SessionId| self.sessions.get(sid).is_some_and(|s| s.conn.is_some());
+        let pick = (0..n)
+            .map(|k| (group.cursor + k) % n)
+            .find(|&k| Some(group.members[k].0) != avoid && connected(&group.members[k].0))
+            .or_else(|| {
+                (0..n)
+                    .map(|k| (group.cursor + k) % n)
+                    .find(|&k| Some(group.members[k].0) != avoid)
+            });
+        let Some(k) = pick else { return false };
+        group.cursor = (k + 1) % n;
+        let (sid, entry) = group.members[k];
+        let v5 = self.sessions.get(&sid).is_some_and(|s| s.version.is_v5());
+        let d = Delivery {
+            qos: msg.qos.min(entry.options.qos),
+            retain: v5 && entry.options.retain_as_published && msg.retain,
+            sub_ids: if v5 {
+                entry.sub_id.into_iter().collect()
+            } else {
+                Vec::new()
+            },
+            group: Some(g),
+            msg,
+        };
+        self.deliver(now, sid, d);
+        true
+    }
+
+    /// Publishes the will of session `sid` (taking it) as if its client had published it.
+    pub(crate) fn publish_will(&mut self, now: Instant, sid: SessionId) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        s.will_at = None;
+        let Some(w) = s.will.take() else { return };
+        tracing::debug!(client_id = %s.client_id, topic = w.will.topic, "publishing will");
+        if w.will.topic.starts_with(SYS_PREFIX) {
+            return;
+        }
+        let mut properties = w.will.properties;
+        properties.will_delay_interval = None;
+        let msg = Message {
+            expires_at: properties
+                .message_expiry_interval
+                .map(|secs| now + Duration::from_secs(secs.into())),
+            topic: w.will.topic,
+            payload: w.will.payload,
+            qos: w.will.qos,
+            retain: w.will.retain && self.config.retain_available,
+            properties,
+            publisher: Some(sid),
+        };
+        self.accept_message(now, Arc::new(msg));
+    }
+}

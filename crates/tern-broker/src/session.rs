@@ -1,0 +1,297 @@
+//! One client's session: its subscriptions, its outbound queue and in-flight window, its inbound
+//! QoS 2 state and its will. It holds no connection: the broker links a session to at most one
+//! connection at a time, and everything here survives reconnects.
+//!
+//! Outbound flow of one message to this session:
+//!
+//! ```text
+//!   Delivery ──► queue (bounded: count and bytes) ──► in flight (≤ receive maximum)
+//!                                                    QoS 1: AwaitPuback ──PUBACK──► done
+//!                                                    QoS 2: AwaitPubrec ──PUBREC──► AwaitPubcomp ──PUBCOMP──► done
+//! ```
+//!
+//! Inbound QoS 2 (method B, route on PUBLISH): PUBLISH(id) ──► route, remember id, PUBREC ──►
+//! PUBREL(id) ──► forget id, PUBCOMP. A PUBLISH whose id is remembered is not routed again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tern_codec::{LastWill, PacketId, Properties, ProtocolVersion, QoS, SubscriptionOptions};
+
+use crate::BrokerConfig;
+use crate::broker::ConnId;
+
+/// Identifies a session for its lifetime; a clean start makes a new one for the same client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Identifies one shared subscription: a (share name, filter) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u64);
+
+/// An application message as routed: shared by every delivery of it.
+#[derive(Debug)]
+pub struct Message {
+    /// Topic name.
+    pub topic: String,
+    /// Payload, shared, never copied.
+    pub payload: Bytes,
+    /// QoS it was published with.
+    pub qos: QoS,
+    /// RETAIN flag it was published with.
+    pub retain: bool,
+    /// Properties to forward (no Topic Alias, no Subscription Identifier).
+    pub properties: Properties,
+    /// When the Message Expiry Interval runs out.
+    pub expires_at: Option<Instant>,
+    /// The session that published it, for No Local.
+    pub publisher: Option<SessionId>,
+}
+
+impl Message {
+    /// True once the message expiry interval has passed.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+}
+
+/// One message on its way to this session, with the per-subscriber parts.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The shared message.
+    pub msg: Arc<Message>,
+    /// QoS of this delivery: min(published, subscription maximum).
+    pub qos: QoS,
+    /// RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription Identifiers of every matching subscription (v5).
+    pub sub_ids: Vec<u32>,
+    /// The shared subscription it was chosen for, so it can go to another member.
+    pub group: Option<GroupId>,
+}
+
+/// Where an outbound QoS 1/2 message is in its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// QoS 1 sent, waiting for PUBACK.
+    AwaitPuback,
+    /// QoS 2 sent, waiting for PUBREC.
+    AwaitPubrec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubcomp,
+}
+
+/// An outbound message holding a packet identifier.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    /// The identifier it was sent with.
+    pub id: PacketId,
+    /// What was sent.
+    pub delivery: Delivery,
+    /// Where its flow stands.
+    pub state: OutState,
+}
+
+/// One subscription of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubEntry {
+    /// Options from SUBSCRIBE.
+    pub options: SubscriptionOptions,
+    /// Subscription Identifier (v5).
+    pub sub_id: Option<u32>,
+}
+
+/// The Will of the current or last connection, with its delay.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// The will as sent in CONNECT.
+    pub will: LastWill,
+    /// Will Delay Interval, seconds (v5; 0 otherwise).
+    pub delay: u32,
+}
+
+/// A client session; see the module doc for its flows.
+#[derive(Debug)]
+pub struct Session {
+    /// This session's id.
+    pub id: SessionId,
+    /// The client identifier.
+    pub client_id: Arc<str>,
+    /// Protocol level of the last connection.
+    pub version: ProtocolVersion,
+    /// The linked connection, if any.
+    pub conn: Option<ConnId>,
+    /// Subscriptions by filter exactly as subscribed (including any `$share/` prefix).
+    pub subscriptions: HashMap<String, SubEntry>,
+    /// Session Expiry Interval in seconds; `u32::MAX` never expires.
+    pub expiry_interval: u32,
+    /// When this disconnected session ends.
+    pub expires_at: Option<Instant>,
+    /// The will, until it is published or discarded.
+    pub will: Option<Will>,
+    /// When a delayed will is due.
+    pub will_at: Option<Instant>,
+    /// Messages waiting for the in-flight window or for the client to come back.
+    pub queue: VecDeque<Delivery>,
+    /// Payload bytes in `queue`.
+    pub queued_bytes: usize,
+    /// Outbound QoS 1/2 messages holding an identifier, in the order they were sent.
+    pub inflight: VecDeque<Inflight>,
+    /// Identifiers held by `inflight` (never reused while held).
+    pub ids_in_use: HashSet<u16>,
+    /// Next identifier to try.
+    next_id: u16,
+    /// Inbound QoS 2 identifiers received and not yet released by PUBREL.
+    pub inbound_qos2: HashSet<u16>,
+}
+
+impl Session {
+    /// A new empty session for `client_id`.
+    pub fn new(id: SessionId, client_id: Arc<str>, version: ProtocolVersion) -> Self {
+        Session {
+            id,
+            client_id,
+            version,
+            conn: None,
+            subscriptions: HashMap::new(),
+            expiry_interval: 0,
+            expires_at: None,
+            will: None,
+            will_at: None,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            inflight: VecDeque::new(),
+            ids_in_use: HashSet::new(),
+            next_id: 1,
+            inbound_qos2: HashSet::new(),
+        }
+    }
+
+    /// A packet identifier not held by any in-flight message [MQTT-2.2.1-3], or `None` when all
+    /// 65535 are taken.
+    pub fn allocate_id(&mut self) -> Option<PacketId> {
+        if self.ids_in_use.len() >= u16::MAX as usize {
+            return None;
+        }
+        loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+            if self.ids_in_use.insert(id) {
+                return PacketId::new(id);
+            }
+        }
+    }
+
+    /// Removes the in-flight entry with `id` and frees the identifier.
+    pub fn take_inflight(&mut self, id: PacketId) -> Option<Inflight> {
+        let pos = self.inflight.iter().position(|f| f.id == id)?;
+        self.ids_in_use.remove(&id.get());
+        self.inflight.remove(pos)
+    }
+
+    /// The in-flight entry with `id`.
+    pub fn inflight_mut(&mut self, id: PacketId) -> Option<&mut Inflight> {
+        self.inflight.iter_mut().find(|f| f.id == id)
+    }
+
+    /// Appends to the queue within the configured limits; `false` (and nothing queued) when
+    /// full. Expired messages are purged first so they never hold a place.
+    pub fn enqueue(&mut self, d: Delivery, config: &BrokerConfig, now: Instant) -> bool {
+        let len = d.msg.payload.len();
+        if self.queue_full(len, config) {
+            self.purge_expired(now);
+            if self.queue_full(len, config) {
+                return false;
+            }
+        }
+        self.queued_bytes += len;
+        self.queue.push_back(d);
+        true
+    }
+
+    fn queue_full(&self, len: usize, config: &BrokerConfig) -> bool {
+        self.queue.len() >= config.max_queued_messages
+            || (config.max_queued_bytes > 0 && self.queued_bytes + len > config.max_queued_bytes)
+    }
+
+    /// Takes the next queued delivery.
+    pub fn dequeue(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queued_bytes -= d.msg.payload.len();
+        Some(d)
+    }
+
+    /// Drops queued messages whose expiry has passed; returns how many.
+    pub fn purge_expired(&mut self, now: Instant) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|d| !d.msg.expired(now));
+        self.queued_bytes = self.queue.iter().map(|d| d.msg.payload.len()).sum();
+        before - self.queue.len()
+    }
+
+    /// True when the session outlives its connection.
+    pub fn persists(&self) -> bool {
+        self.expiry_interval > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(payload: &'static [u8]) -> Delivery {
+        Delivery {
+            msg: Arc::new(Message {
+                topic: "t".into(),
+                payload: Bytes::from_static(payload),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: Properties::default(),
+                expires_at: None,
+                publisher: None,
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: vec![],
+            group: None,
+        }
+    }
+
+    #[test]
+    fn packet_ids_skip_ids_in_flight_and_wrap() {
+        let mut s = Session::new(SessionId(1), "c".into(), ProtocolVersion::V5);
+        s.next_id = u16::MAX;
+        assert_eq!(s.allocate_id().unwrap().get(), u16::MAX);
+        assert_eq!(s.allocate_id().unwrap().get(), 1);
+        s.next_id = 1;
+        assert_eq!(s.allocate_id().unwrap().get(), 2);
+    }
+
+    #[test]
+    fn all_ids_in_use_gives_none() {
+        let mut s = Session::new(SessionId(1), "c".into(), ProtocolVersion::V5);
+        for _ in 0..u16::MAX {
+            assert!(s.allocate_id().is_some());
+        }
+        assert!(s.allocate_id().is_none());
+    }
+
+    #[test]
+    fn queue_limits_count_and_bytes() {
+        let mut s = Session::new(SessionId(1), "c".into(), ProtocolVersion::V5);
+        let config = BrokerConfig {
+            max_queued_messages: 2,
+            max_queued_bytes: 5,
+            ..Default::default()
+        };
+        let now = Instant::now();
+        assert!(s.enqueue(delivery(b"abc"), &config, now));
+        assert!(!s.enqueue(delivery(b"abc"), &config, now), "byte limit");
+        assert!(s.enqueue(delivery(b"ab"), &config, now));
+        assert!(!s.enqueue(delivery(b""), &config, now), "count limit");
+        assert_eq!(s.dequeue().unwrap().msg.payload.len(), 3);
+        assert_eq!(s.queued_bytes, 2);
+    }
+}

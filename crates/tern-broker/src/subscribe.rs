@@ -1,0 +1,209 @@
+//! SUBSCRIBE and UNSUBSCRIBE: filter checks, the subscription index and shared groups, and the
+//! retained messages a new subscription receives.
+
+use std::time::Instant;
+
+use tern_codec::topic::parse_filter;
+use tern_codec::{
+    Packet, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Violation,
+};
+
+use crate::broker::{Broker, ConnId, Group, Outlet};
+use crate::session::{Delivery, SessionId, SubEntry};
+
+impl<O: Outlet> Broker<O> {
+    /// Handles SUBSCRIBE: one reason code per filter, SUBACK, then retained messages.
+    pub(crate) fn handle_subscribe(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        sid: SessionId,
+        sub: Subscribe,
+    ) {
+        let sub_id = sub.properties.subscription_identifiers.first().copied();
+        if sub_id.is_some() && !self.config.subscription_identifiers {
+            return self.violation(
+                now,
+                conn,
+                Violation::new(
+                    "MQTT-3.8.2-?",
+                    ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+                    "Subscription Identifiers are turned off",
+                ),
+            );
+        }
+        let mut reasons = Vec::with_capacity(sub.filters.len());
+        let mut retained_for: Vec<(String, SubEntry)> = Vec::new();
+        for (filter, options) in &sub.filters {
+            let Ok(parsed) = parse_filter(filter) else {
+                reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            };
+            if parsed.share_group.is_some() && options.no_local {
+                // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
+                return self.violation(
+                    now,
+                    conn,
+                    Violation::protocol("MQTT-3.8.3-4", "No Local set on a shared subscription"),
+                );
+            }
+            if parsed.share_group.is_some() && !self.config.shared_subscriptions {
+                reasons.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+                continue;
+            }
+            if !self.config.wildcard_subscriptions && parsed.filter.contains(['+', '#']) {
+                reasons.push(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
+                continue;
+            }
+            let entry = SubEntry {
+                options: *options,
+                sub_id,
+            };
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                return;
+            };
+            // [MQTT-3.8.4-3] A subscription to an existing filter replaces it.
+            let existed = s.subscriptions.insert(filter.clone(), entry).is_some();
+            match parsed.share_group {
+                Some(group) => self.join_group(sid, group, parsed.filter, entry),
+                None => {
+                    self.index.insert(parsed.filter, sid, entry);
+                    let send = match options.retain_handling {
+                        RetainHandling::SendAtSubscribe => true,
+                        RetainHandling::SendIfNew => !existed,
+                        RetainHandling::DoNotSend => false,
+                    };
+                    if send {
+                        retained_for.push((parsed.filter.to_string(), entry));
+                    }
+                }
+            }
+            // [MQTT-3.9.3-1] The granted QoS; we grant what was asked.
+            reasons.push(ReasonCode(options.qos as u8));
+        }
+        self.send(
+            conn,
+            Packet::SubAck(SubAck {
+                packet_id: sub.packet_id,
+                properties: Default::default(),
+                reasons,
+            }),
+        );
+        // [MQTT-3.3.1-8] Retained messages go out with RETAIN = 1, after the SUBACK.
+        for (filter, entry) in retained_for {
+            self.send_retained(now, sid, &filter, entry);
+        }
+    }
+
+    fn send_retained(&mut self, now: Instant, sid: SessionId, filter: &str, entry: SubEntry) {
+        let v5 = self.sessions.get(&sid).is_some_and(|s| s.version.is_v5());
+        let mut found = Vec::new();
+        self.retained.for_each_match(filter, |_, m| {
+            if !m.expired(now) {
+                found.push(m.clone());
+            }
+        });
+        for msg in found {
+            let d = Delivery {
+                qos: msg.qos.min(entry.options.qos),
+                retain: true,
+                sub_ids: if v5 {
+                    entry.sub_id.into_iter().collect()
+                } else {
+                    Vec::new()
+                },
+                group: None,
+                msg,
+            };
+            self.deliver(now, sid, d);
+        }
+    }
+
+    fn join_group(&mut self, sid: SessionId, name: &str, filter: &str, entry: SubEntry) {
+        let key = (name.to_string(), filter.to_string());
+        let g = match self.group_ids.get(&key) {
+            Some(&g) => g,
+            None => {
+                let g = self.new_group_id();
+                self.group_ids.insert(key, g);
+                self.groups.insert(
+                    g,
+                    Group {
+                        members: Vec::new(),
+                        cursor: 0,
+                    },
+                );
+                self.shared_index.insert(filter, g, ());
+                g
+            }
+        };
+        let group = self.groups.get_mut(&g).expect("group just found or made");
+        match group.members.iter_mut().find(|m| m.0 == sid) {
+            Some(m) => m.1 = entry,
+            None => group.members.push((sid, entry)),
+        }
+    }
+
+    /// Handles UNSUBSCRIBE: UNSUBACK with a code per filter.
+    pub(crate) fn handle_unsubscribe(
+        &mut self,
+        _now: Instant,
+        conn: ConnId,
+        sid: SessionId,
+        u: Unsubscribe,
+    ) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            let existed = self
+                .sessions
+                .get_mut(&sid)
+                .is_some_and(|s| s.subscriptions.remove(filter).is_some());
+            if existed {
+                self.remove_subscription(sid, filter);
+                reasons.push(ReasonCode::SUCCESS);
+            } else if parse_filter(filter).is_err() {
+                reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+            } else {
+                reasons.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
+            }
+        }
+        // [MQTT-3.10.4-4] UNSUBACK even when nothing was removed.
+        self.send(
+            conn,
+            Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                properties: Default::default(),
+                reasons,
+            }),
+        );
+    }
+
+    /// Removes `sid`'s subscription `filter` (as subscribed) from the index or its group.
+    pub(crate) fn remove_subscription(&mut self, sid: SessionId, filter: &str) {
+        let Ok(parsed) = parse_filter(filter) else {
+            return;
+        };
+        match parsed.share_group {
+            None => {
+                self.index.remove(parsed.filter, &sid);
+            }
+            Some(name) => {
+                let key = (name.to_string(), parsed.filter.to_string());
+                let Some(&g) = self.group_ids.get(&key) else {
+                    return;
+                };
+                let Some(group) = self.groups.get_mut(&g) else {
+                    return;
+                };
+                group.members.retain(|m| m.0 != sid);
+                if group.members.is_empty() {
+                    self.groups.remove(&g);
+                    self.group_ids.remove(&key);
+                    self.shared_index.remove(parsed.filter, &g);
+                } else {
+                    group.cursor %= group.members.len();
+                }
+            }
+        }
+    }
+}
