@@ -421,14 +421,15 @@ impl<O: Outlet> Broker<O> {
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
-        if let Some(reason) = how.disconnect {
-            if c.version.is_v5() && c.session.is_some() {
-                let mut d = Disconnect::new(reason);
-                if c.problem_info && reason.is_error() {
-                    d.properties.reason_string = Some(how.why.to_string());
-                }
-                send_on(&mut c, Packet::Disconnect(d));
+        if let Some(reason) = how.disconnect
+            && c.version.is_v5()
+            && c.session.is_some()
+        {
+            let mut d = Disconnect::new(reason);
+            if c.problem_info && reason.is_error() {
+                d.properties.reason_string = Some(how.why.to_string());
             }
+            send_on(&mut c, Packet::Disconnect(d));
         }
         c.outlet.close();
         let Some(sid) = c.session else { return };

@@ -29,3 +29,5 @@ pub mod topic_index;
 
 pub use broker::{Broker, ConnId, Outlet, Stats};
 pub use config::BrokerConfig;
+#[cfg(test)]
+mod tests;

@@ -159,10 +159,10 @@ impl<O: Outlet> Broker<O> {
                 self.send(conn, Packet::PubAck(Ack::with_reason(id, reason)))
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                if !reason.is_error() {
-                    if let Some(s) = self.sessions.get_mut(&sid) {
-                        s.inbound_qos2.insert(id.get());
-                    }
+                if !reason.is_error()
+                    && let Some(s) = self.sessions.get_mut(&sid)
+                {
+                    s.inbound_qos2.insert(id.get());
                 }
                 self.send(conn, Packet::PubRec(Ack::with_reason(id, reason)))
             }

@@ -189,14 +189,11 @@ impl<O: Outlet> Broker<O> {
         if d.msg.expired(now) {
             return;
         }
-        if !self.deliver_to_group(now, g, d.msg.clone(), from) {
-            if let Some(sid) = from.filter(|sid| self.sessions.contains_key(sid)) {
-                if let Some(s) = self.sessions.get_mut(&sid) {
-                    if !s.enqueue(d, &self.config, now) {
-                        self.stats.dropped += 1;
-                    }
-                }
-            }
+        if !self.deliver_to_group(now, g, d.msg.clone(), from)
+            && let Some(s) = from.and_then(|sid| self.sessions.get_mut(&sid))
+            && !s.enqueue(d, &self.config, now)
+        {
+            self.stats.dropped += 1;
         }
     }
 }

@@ -1,0 +1,276 @@
+use std::time::Duration;
+
+use tern_codec::*;
+
+use super::harness::*;
+
+/// [MQTT-3.1.0-1] [MQTT-3.1.4-5]
+#[test]
+fn a_first_packet_other_than_connect_closes_the_connection() {
+    let mut h = Harness::new();
+    let c = h.open();
+    c.send(&mut h, Packet::PingReq);
+    assert_eq!(c.take(), vec![Out::Closed]);
+}
+
+/// [MQTT-3.1.0-2]
+#[test]
+fn a_second_connect_is_a_protocol_error() {
+    let mut h = Harness::new();
+    let c = h.v5("c");
+    c.send(
+        &mut h,
+        Packet::Connect(Box::new(connect(ProtocolVersion::V5, "c", true))),
+    );
+    assert_eq!(c.disconnect_reason(), Some(ReasonCode::PROTOCOL_ERROR));
+    assert!(c.is_closed());
+    let c4 = h.v4("d");
+    c4.send(
+        &mut h,
+        Packet::Connect(Box::new(connect(ProtocolVersion::V3_1_1, "d", true))),
+    );
+    assert_eq!(
+        c4.take(),
+        vec![Out::Closed],
+        "v3.1.1 is closed without DISCONNECT"
+    );
+}
+
+/// [MQTT-3.2.0-1] [MQTT-3.2.2-2] [MQTT-3.2.2-1]
+#[test]
+fn connack_is_the_first_packet_sent_and_clean_start_has_no_session() {
+    let mut h = Harness::new();
+    for v in [
+        ProtocolVersion::V3_1,
+        ProtocolVersion::V3_1_1,
+        ProtocolVersion::V5,
+    ] {
+        let (_, ack) = h.connect(connect(v, "c", true));
+        assert_eq!(ack.reason, ReasonCode::SUCCESS);
+        assert!(!ack.session_present);
+    }
+}
+
+/// [MQTT-3.1.3-6] [MQTT-3.1.3-7] [MQTT-3.2.2-16]
+#[test]
+fn empty_client_id_is_assigned_for_v5() {
+    let mut h = Harness::new();
+    let (_, ack) = h.connect(connect(ProtocolVersion::V5, "", false));
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    let id = ack
+        .properties
+        .assigned_client_identifier
+        .expect("assigned id");
+    assert!(id.starts_with("tern-"));
+    let (_, ack2) = h.connect(connect(ProtocolVersion::V5, "", true));
+    assert_ne!(ack2.properties.assigned_client_identifier, Some(id));
+}
+
+/// [MQTT-3.1.3-7] [MQTT-3.1.3-8] [MQTT-3.1.3-9]
+#[test]
+fn empty_client_id_needs_clean_session_in_v311() {
+    let mut h = Harness::new();
+    let (c, ack) = h.connect(connect(ProtocolVersion::V3_1_1, "", false));
+    assert_eq!(ack.reason, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    assert_eq!(ack.reason.to_v3_connack(), 0x02);
+    assert!(c.is_closed());
+    let (_, ack) = h.connect(connect(ProtocolVersion::V3_1_1, "", true));
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    assert_eq!(
+        ack.properties.assigned_client_identifier, None,
+        "v3 has no properties"
+    );
+}
+
+/// [MQTT-3.1.2-4] [MQTT-3.1.2-5] [MQTT-3.1.2-6] [MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3]
+#[test]
+fn session_present_reflects_the_stored_session() {
+    let mut h = Harness::new();
+    // No session yet: present = 0 even with clean start 0.
+    let (c, ack) = h.connect(connect(ProtocolVersion::V3_1_1, "p", false));
+    assert!(!ack.session_present);
+    c.subscribe(&mut h, "t", QoS::AtLeastOnce);
+    c.send(&mut h, Packet::Disconnect(Disconnect::default()));
+    // Resumed: present = 1 and the subscription still routes.
+    let (c, ack) = h.connect(connect(ProtocolVersion::V3_1_1, "p", false));
+    assert!(ack.session_present);
+    let p = h.v4("pub");
+    p.publish(&mut h, publish("t", "x", QoS::AtLeastOnce, 1));
+    assert_eq!(c.publishes().len(), 1);
+    c.send(&mut h, Packet::Disconnect(Disconnect::default()));
+    // Clean start discards it: present = 0 and nothing routes.
+    let (c, ack) = h.connect(connect(ProtocolVersion::V3_1_1, "p", true));
+    assert!(!ack.session_present);
+    p.publish(&mut h, publish("t", "x", QoS::AtLeastOnce, 2));
+    assert!(c.publishes().is_empty());
+}
+
+/// [MQTT-3.1.4-3] [MQTT-3.1.4-4] [MQTT-3.14.0-1]
+#[test]
+fn a_new_connection_with_the_same_id_takes_over_and_the_old_will_is_sent() {
+    let mut h = Harness::new();
+    let watcher = h.v5("w");
+    watcher.subscribe(&mut h, "will/#", QoS::AtMostOnce);
+    let mut first = connect(ProtocolVersion::V5, "dup", true);
+    first.will = Some(will("will/dup", "gone"));
+    let (old, _) = h.connect(first);
+    let (new, ack) = h.connect(connect(ProtocolVersion::V5, "dup", true));
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    assert_eq!(
+        old.disconnect_reason(),
+        Some(ReasonCode::SESSION_TAKEN_OVER)
+    );
+    assert!(old.is_closed());
+    assert_eq!(watcher.publishes()[0].topic, "will/dup");
+    // The old connection's later close does not disturb the new one.
+    h.broker.handle_closed(h.now, old.conn);
+    new.send(&mut h, Packet::PingReq);
+    assert_eq!(new.packets(), vec![Packet::PingResp]);
+}
+
+/// [MQTT-3.1.2-22] [MQTT-3.1.2-24] [MQTT-3.12.4-1]
+#[test]
+fn keepalive_closes_after_one_and_a_half_periods_of_silence() {
+    let mut h = Harness::new();
+    let watcher = h.v5("w");
+    watcher.subscribe(&mut h, "will", QoS::AtMostOnce);
+    let mut c = connect(ProtocolVersion::V5, "ka", true);
+    c.keep_alive = 10;
+    c.will = Some(will("will", "timeout"));
+    let (c, _) = h.connect(c);
+    h.advance(Duration::from_secs(14));
+    c.send(&mut h, Packet::PingReq);
+    assert_eq!(c.packets(), vec![Packet::PingResp]);
+    // 14 s after that ping is still inside 15 s.
+    h.advance(Duration::from_secs(14));
+    assert!(!c.is_closed());
+    h.advance(Duration::from_millis(1001));
+    assert_eq!(c.disconnect_reason(), Some(ReasonCode::KEEP_ALIVE_TIMEOUT));
+    assert!(c.is_closed());
+    assert_eq!(
+        watcher.publishes().len(),
+        1,
+        "will sent on keepalive timeout"
+    );
+}
+
+/// [MQTT-3.1.2-21] [MQTT-3.2.2-21]
+#[test]
+fn server_keep_alive_caps_a_v5_client_and_refuses_a_v3_one() {
+    let mut h = Harness::with(crate::BrokerConfig {
+        max_keepalive: 60,
+        ..Default::default()
+    });
+    let mut c = connect(ProtocolVersion::V5, "a", true);
+    c.keep_alive = 600;
+    let (_, ack) = h.connect(c);
+    assert_eq!(ack.properties.server_keep_alive, Some(60));
+    let mut c = connect(ProtocolVersion::V3_1_1, "b", true);
+    c.keep_alive = 600;
+    let (c, ack) = h.connect(c);
+    assert_eq!(ack.reason.to_v3_connack(), 0x02);
+    assert!(c.is_closed());
+}
+
+/// [MQTT-3.1.2-25]
+#[test]
+fn an_auth_method_is_refused_with_bad_authentication_method() {
+    let mut h = Harness::new();
+    let mut c = connect(ProtocolVersion::V5, "a", true);
+    c.properties.authentication_method = Some("SCRAM-SHA-1".into());
+    let (c, ack) = h.connect(c);
+    assert_eq!(ack.reason, ReasonCode::BAD_AUTHENTICATION_METHOD);
+    assert!(c.is_closed());
+}
+
+/// [MQTT-4.12.0-1]
+#[test]
+fn auth_without_a_method_is_a_protocol_error() {
+    let mut h = Harness::new();
+    let c = h.v5("a");
+    c.send(&mut h, Packet::Auth(Auth::default()));
+    assert_eq!(c.disconnect_reason(), Some(ReasonCode::PROTOCOL_ERROR));
+}
+
+/// [MQTT-3.1.2-2] [MQTT-3.2.2-4] [MQTT-3.2.2-5]
+#[test]
+fn an_unsupported_protocol_level_gets_connack_0x01_and_close() {
+    let mut h = Harness::new();
+    let c = h.open();
+    let v = Violation::new(
+        "MQTT-3.1.2-2",
+        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+        "level 6",
+    );
+    h.broker.handle_violation(h.now, c.conn, v, None);
+    match c.take().as_slice() {
+        [Out::Packet(Packet::ConnAck(a)), Out::Closed] => {
+            assert_eq!(a.reason.to_v3_connack(), 0x01);
+            assert!(!a.session_present);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// [MQTT-4.13.1-1]
+#[test]
+fn a_malformed_v5_connect_gets_a_connack_with_the_reason() {
+    let mut h = Harness::new();
+    let c = h.open();
+    let v = Violation::malformed("MQTT-3.1.2-3", "reserved flag");
+    h.broker
+        .handle_violation(h.now, c.conn, v.clone(), Some(ProtocolVersion::V5));
+    assert!(
+        matches!(c.take().as_slice(), [Out::Packet(Packet::ConnAck(a)), Out::Closed] if a.reason == ReasonCode::MALFORMED_PACKET)
+    );
+    let c = h.open();
+    h.broker
+        .handle_violation(h.now, c.conn, v, Some(ProtocolVersion::V3_1_1));
+    assert_eq!(c.take(), vec![Out::Closed], "3.1.1 closes without CONNACK");
+}
+
+/// [MQTT-3.14.2-2]
+#[test]
+fn disconnect_cannot_turn_on_session_expiry() {
+    let mut h = Harness::new();
+    let c = h.v5("a");
+    let mut d = Disconnect::default();
+    d.properties.session_expiry_interval = Some(100);
+    c.send(&mut h, Packet::Disconnect(d));
+    assert_eq!(c.disconnect_reason(), Some(ReasonCode::PROTOCOL_ERROR));
+}
+
+/// [MQTT-3.1.2-23] [MQTT-4.1.0-1] [MQTT-4.1.0-2]
+#[test]
+fn a_session_ends_when_its_expiry_interval_passes() {
+    let mut h = Harness::new();
+    let mut c = connect(ProtocolVersion::V5, "s", true);
+    c.properties.session_expiry_interval = Some(30);
+    let (c, _) = h.connect(c);
+    c.subscribe(&mut h, "t", QoS::AtLeastOnce);
+    h.broker.handle_closed(h.now, c.conn);
+    h.advance(Duration::from_secs(29));
+    let (_, ack) = h.connect(connect(ProtocolVersion::V5, "s", false));
+    assert!(ack.session_present, "still there after 29 s");
+    let s = h.broker.by_client_id["s"];
+    let conn = h.broker.sessions[&s].conn.unwrap();
+    h.broker.handle_closed(h.now, conn);
+    h.advance(Duration::from_secs(31));
+    assert_eq!(h.broker.stats().sessions, 0);
+    let (_, ack) = h.connect(connect(ProtocolVersion::V5, "s", false));
+    assert!(!ack.session_present);
+}
+
+#[test]
+fn server_shutdown_tells_v5_clients_and_closes_all() {
+    let mut h = Harness::new();
+    let a = h.v5("a");
+    let b = h.v4("b");
+    h.broker.shutdown(h.now);
+    assert_eq!(
+        a.disconnect_reason(),
+        Some(ReasonCode::SERVER_SHUTTING_DOWN)
+    );
+    assert!(a.is_closed());
+    assert_eq!(b.take(), vec![Out::Closed]);
+}

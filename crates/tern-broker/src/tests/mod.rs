@@ -1,0 +1,11 @@
+//! Rule tests of the broker core on a simulated clock, one file per area. Each test names the
+//! behaviour it proves and the spec rules it covers (`[MQTT-x.y.z-n]`), which
+//! `docs/conformance.md` is generated from.
+
+mod harness;
+
+mod connect;
+mod publish;
+mod subscribe;
+mod v5;
+mod will;

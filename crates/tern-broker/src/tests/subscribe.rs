@@ -1,0 +1,204 @@
+use tern_codec::*;
+
+use super::harness::*;
+
+/// [MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.9.3-1] [MQTT-3.8.4-5]
+#[test]
+fn suback_has_one_code_per_filter_in_order() {
+    let mut h = Harness::new();
+    let c = h.v5("c");
+    let filters = vec![
+        (
+            "a".to_string(),
+            SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                ..Default::default()
+            },
+        ),
+        ("a/#/b".to_string(), SubscriptionOptions::default()),
+        (
+            "b/+".to_string(),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+        ),
+    ];
+    c.send(
+        &mut h,
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(3),
+            properties: Default::default(),
+            filters,
+        }),
+    );
+    let Some(Out::Packet(Packet::SubAck(ack))) = c.next() else {
+        panic!()
+    };
+    assert_eq!(ack.packet_id, pid(3));
+    assert_eq!(
+        ack.reasons,
+        vec![
+            ReasonCode::GRANTED_QOS_2,
+            ReasonCode::TOPIC_FILTER_INVALID,
+            ReasonCode::GRANTED_QOS_1
+        ]
+    );
+    assert_eq!(ReasonCode::TOPIC_FILTER_INVALID.to_v3_suback(), 0x80);
+}
+
+/// [MQTT-3.8.4-3]
+#[test]
+fn resubscribing_replaces_the_subscription() {
+    let mut h = Harness::new();
+    let c = h.v4("c");
+    c.subscribe(&mut h, "t", QoS::ExactlyOnce);
+    c.subscribe(&mut h, "t", QoS::AtMostOnce);
+    let p = h.v4("p");
+    p.publish(&mut h, publish("t", "x", QoS::ExactlyOnce, 1));
+    let got = c.publishes();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].qos, QoS::AtMostOnce);
+}
+
+/// [MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.11.3-1]
+#[test]
+fn unsubscribe_stops_delivery_and_reports_each_filter() {
+    let mut h = Harness::new();
+    let c = h.v5("c");
+    c.subscribe(&mut h, "t", QoS::AtMostOnce);
+    c.send(
+        &mut h,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(4),
+            properties: Default::default(),
+            filters: vec!["t".into(), "nope".into()],
+        }),
+    );
+    assert_eq!(
+        c.packets(),
+        vec![Packet::UnsubAck(UnsubAck {
+            packet_id: pid(4),
+            properties: Default::default(),
+            reasons: vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+        })]
+    );
+    let p = h.v5("p");
+    p.publish(&mut h, publish("t", "x", QoS::AtMostOnce, 0));
+    assert!(c.publishes().is_empty());
+}
+
+/// [MQTT-4.8.2-1] [MQTT-4.8.2-2] [MQTT-4.8.2-3]
+#[test]
+fn shared_subscriptions_round_robin_among_members() {
+    let mut h = Harness::new();
+    let a = h.v5("a");
+    let b = h.v4("b");
+    a.subscribe(&mut h, "$share/g/job/+", QoS::AtLeastOnce);
+    b.subscribe(&mut h, "$share/g/job/+", QoS::AtLeastOnce);
+    let solo = h.v5("solo");
+    solo.subscribe(&mut h, "job/#", QoS::AtMostOnce);
+    let p = h.v5("p");
+    for i in 1..=4 {
+        p.publish(&mut h, publish("job/1", "x", QoS::AtLeastOnce, i));
+    }
+    assert_eq!(a.publishes().len(), 2);
+    assert_eq!(b.publishes().len(), 2);
+    assert_eq!(
+        solo.publishes().len(),
+        4,
+        "non-shared subscriptions see every message"
+    );
+}
+
+/// [MQTT-4.8.2-4] [MQTT-4.8.2-5]
+#[test]
+fn shared_messages_of_a_member_that_leaves_go_to_another_member() {
+    let mut h = Harness::new();
+    let a = h.v5("a");
+    let b = h.v5("b");
+    a.subscribe(&mut h, "$share/g/t", QoS::AtLeastOnce);
+    b.subscribe(&mut h, "$share/g/t", QoS::AtLeastOnce);
+    let p = h.v5("p");
+    p.publish(&mut h, publish("t", "1", QoS::AtLeastOnce, 1));
+    p.publish(&mut h, publish("t", "2", QoS::AtLeastOnce, 2));
+    let to_a = a.publishes();
+    let to_b = b.publishes();
+    assert_eq!((to_a.len(), to_b.len()), (1, 1));
+    // a goes away without acknowledging: its message is handed to b.
+    h.broker.handle_closed(h.now, a.conn);
+    let redelivered = b.publishes();
+    assert_eq!(redelivered.len(), 1);
+    assert_eq!(redelivered[0].payload, to_a[0].payload);
+}
+
+/// [MQTT-4.8.2-6]
+#[test]
+fn shared_subscriptions_get_no_retained_messages() {
+    let mut h = Harness::new();
+    let p = h.v5("p");
+    let mut m = publish("t", "x", QoS::AtMostOnce, 0);
+    m.retain = true;
+    p.publish(&mut h, m);
+    let a = h.v5("a");
+    a.subscribe(&mut h, "$share/g/t", QoS::AtMostOnce);
+    assert!(a.publishes().is_empty());
+}
+
+/// [MQTT-3.8.3-4]
+#[test]
+fn no_local_on_a_shared_subscription_is_a_protocol_error() {
+    let mut h = Harness::new();
+    let a = h.v5("a");
+    let filters = vec![(
+        "$share/g/t".to_string(),
+        SubscriptionOptions {
+            no_local: true,
+            ..Default::default()
+        },
+    )];
+    a.send(
+        &mut h,
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            properties: Default::default(),
+            filters,
+        }),
+    );
+    assert_eq!(a.disconnect_reason(), Some(ReasonCode::PROTOCOL_ERROR));
+}
+
+#[test]
+fn shared_subscription_from_a_v311_client_is_accepted() {
+    let mut h = Harness::new();
+    let a = h.v4("a");
+    let ack = a.subscribe(&mut h, "$share/g/t", QoS::AtMostOnce);
+    assert_eq!(ack.reasons, vec![ReasonCode::SUCCESS]);
+    let p = h.v4("p");
+    p.publish(&mut h, publish("t", "x", QoS::AtMostOnce, 0));
+    assert_eq!(a.publishes().len(), 1);
+}
+
+#[test]
+fn unsubscribing_removes_the_member_from_its_group() {
+    let mut h = Harness::new();
+    let a = h.v5("a");
+    let b = h.v5("b");
+    a.subscribe(&mut h, "$share/g/t", QoS::AtMostOnce);
+    b.subscribe(&mut h, "$share/g/t", QoS::AtMostOnce);
+    a.send(
+        &mut h,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(2),
+            properties: Default::default(),
+            filters: vec!["$share/g/t".into()],
+        }),
+    );
+    a.take();
+    let p = h.v5("p");
+    for _ in 0..3 {
+        p.publish(&mut h, publish("t", "x", QoS::AtMostOnce, 0));
+    }
+    assert!(a.publishes().is_empty());
+    assert_eq!(b.publishes().len(), 3);
+}
