@@ -1,1 +1,112 @@
-fn main() {}
+//! The `tern` command: runs the broker (`tern serve`, the default) or prints the reference
+//! config (`tern config`).
+//!
+//! This file owns the CLI, logging setup, the runtime and signal handling. It must not touch
+//! connections or protocol rules; those live in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tern::config::{ListenerConfig, reference_config};
+use tern::{Config, Server};
+use tracing_subscriber::EnvFilter;
+
+/// Tern, an MQTT 3.1, 3.1.1 and 5.0 broker.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker (the default when no command is given).
+    Serve(ServeArgs),
+    /// Print the reference config file: every key, its default and what it does.
+    Config,
+}
+
+#[derive(Debug, Default, clap::Args)]
+struct ServeArgs {
+    /// Config file (TOML); without it every option takes its default.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen on ADDR:PORT for MQTT over TCP; may repeat, and replaces the config's listeners.
+    #[arg(short, long = "listen", value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Config) => {
+            print!("{}", reference_config());
+            Ok(())
+        }
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(ServeArgs::default()),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        config.listeners = args
+            .listen
+            .iter()
+            .map(|&bind| ListenerConfig { bind })
+            .collect();
+    }
+    init_logging(&config.log.level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::start(config).await?;
+        for addr in server.local_addrs() {
+            tracing::info!("listening on {addr} (mqtt/tcp)");
+        }
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => {
+            EnvFilter::try_new(&env).with_context(|| format!("bad RUST_LOG `{env}`"))?
+        }
+        _ => EnvFilter::try_new(level)
+            .with_context(|| format!("bad [log] level `{level}` in the config"))?,
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot watch Ctrl-C")?;
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! One client connection: read bytes, decode packets and hand them to the broker core; take the
+//! packets and close requests the core gives this connection's [`ConnOutlet`], encode them and
+//! write them out.
+//!
+//! This module only moves bytes and events. It never implements a protocol rule: what a packet
+//! means, when to answer and when to close are the core's decisions.
+//!
+//! Close flow: whoever ends the connection first raises its `ending` flag — the core (through
+//! [`ConnOutlet::close`]), the reader (EOF, IO error, violation, connect timeout) or the writer
+//! (IO error). The reader then stops and calls `handle_closed` exactly once; the writer sends what
+//! is queued (up to and including a close request), shuts its half down, and stops. Once the
+//! flag is up the connection has [`CLOSE_GRACE`] to finish, after which the socket is dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tern_broker::{ConnId, Outlet};
+use tern_codec::{Packet, ProtocolVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use crate::shared::SharedBroker;
+use crate::shutdown::{Flag, TaskToken};
+
+/// Read buffer size a connection starts with and returns to when idle.
+const READ_CHUNK: usize = 4 * 1024;
+/// An idle read or write buffer larger than this is given back.
+const SHRINK_ABOVE: usize = 64 * 1024;
+/// Encoded bytes gathered before a write is issued, when many packets are queued.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Time a connection has to finish (flush, linger for the peer's FIN) once it is ending.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What the core asks a connection's writer to do.
+// `Packet` is large, but boxing it would cost an allocation per packet sent; `Close` is rare.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// Send this packet.
+    Packet(Packet),
+    /// Send everything before this, then close.
+    Close,
+}
+
+/// The core's handle on one connection: forwards to the connection's writer.
+#[derive(Debug)]
+pub(crate) struct ConnOutlet {
+    tx: mpsc::UnboundedSender<Outbound>,
+    ending: Flag,
+}
+
+impl Outlet for ConnOutlet {
+    fn send(&mut self, packet: Packet) {
+        // A send error means the writer is gone: the connection is closing and the packet moot.
+        let _ = self.tx.send(Outbound::Packet(packet));
+    }
+
+    fn close(&mut self) {
+        let _ = self.tx.send(Outbound::Close);
+        self.ending.raise();
+    }
+}
+
+/// Everything a connection task needs from the server.
+pub(crate) struct ConnParams {
+    /// The shared broker core.
+    pub shared: Arc<SharedBroker>,
+    /// Close connections whose first packet does not arrive within this.
+    pub connect_timeout: Option<Duration>,
+    /// Largest packet the decoder accepts.
+    pub max_packet_size: u32,
+    /// Raised when the server gives up waiting for connections at shutdown.
+    pub abandon: Flag,
+}
+
+/// Register an accepted socket with the core and spawn the task that drives it.
+pub(crate) fn spawn(
+    params: &ConnParams,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+    token: TaskToken,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "could not set TCP_NODELAY: {e}");
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let ending = Flag::new();
+    let outlet = ConnOutlet {
+        tx,
+        ending: ending.clone(),
+    };
+    let shared = params.shared.clone();
+    let id = shared.call(|broker, now| broker.open(now, outlet));
+    tracing::debug!(%peer, conn = id.0, "accepted connection");
+    let conn = Connection {
+        shared,
+        id,
+        peer,
+        ending,
+        version: Arc::new(AtomicU8::new(0)),
+        connect_timeout: params.connect_timeout,
+        max_packet_size: params.max_packet_size,
+    };
+    let abandon = params.abandon.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _token = token;
+        conn.run(stream, rx, abandon).await;
+    });
+}
+
+/// One accepted connection, registered with the core.
+struct Connection {
+    shared: Arc<SharedBroker>,
+    id: ConnId,
+    peer: SocketAddr,
+    /// Raised once the connection is ending, by the core, the reader or the writer.
+    ending: Flag,
+    /// Protocol level for encoding: 0 until known, else a `ProtocolVersion` as `u8`.
+    version: Arc<AtomicU8>,
+    connect_timeout: Option<Duration>,
+    max_packet_size: u32,
+}
+
+/// Why the reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The peer closed its side.
+    Eof,
+    /// Reading failed.
+    Error,
+    /// The bytes broke the protocol; the core was told.
+    Violation,
+    /// No complete packet within the connect timeout.
+    ConnectTimeout,
+    /// The connection was ending for another reason.
+    Stopped,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, rx: mpsc::UnboundedReceiver<Outbound>, abandon: Flag) {
+        let (mut rd, wr) = stream.into_split();
+        let mut registration = Registration {
+            shared: &self.shared,
+            id: self.id,
+            open: true,
+        };
+        let body = async {
+            let reader = async {
+                let end = self.read_loop(&mut rd).await;
+                self.ending.raise();
+                registration.closed();
+                end
+            };
+            let (end, ()) = tokio::join!(reader, self.write_loop(wr, rx));
+            tracing::trace!(peer = %self.peer, conn = self.id.0, ?end, "connection ended");
+            if end != ReadEnd::Eof && end != ReadEnd::Error {
+                linger(&mut rd).await;
+            }
+        };
+        let grace = async {
+            self.ending.raised().await;
+            tokio::time::sleep(CLOSE_GRACE).await;
+        };
+        tokio::select! {
+            () = body => {}
+            () = grace => tracing::debug!(peer = %self.peer, conn = self.id.0, "close took too long; dropping the connection"),
+            () = abandon.raised() => {}
+        }
+        // `registration` drops here: the core hears `handle_closed` if the reader did not say it.
+    }
+
+    /// Decode packets and hand them to the core until the connection ends.
+    async fn read_loop(&self, rd: &mut OwnedReadHalf) -> ReadEnd {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut known: Option<ProtocolVersion> = None;
+        let connect_deadline = self
+            .connect_timeout
+            .map(|t| tokio::time::Instant::now() + t);
+        loop {
+            // Hand over every complete packet already buffered.
+            while !buf.is_empty() {
+                if self.ending.is_raised() {
+                    return ReadEnd::Stopped;
+                }
+                // Until the first packet, the version is whatever the CONNECT being read says.
+                let peeked = known.or_else(|| tern_codec::peek_connect_version(&buf));
+                let decode_as = peeked.unwrap_or(ProtocolVersion::V3_1_1);
+                match tern_codec::decode(&mut buf, decode_as, self.max_packet_size) {
+                    Ok(None) => break,
+                    Ok(Some(packet)) => {
+                        if known.is_none() {
+                            let version = match &packet {
+                                Packet::Connect(connect) => connect.protocol,
+                                _ => decode_as,
+                            };
+                            known = Some(version);
+                            // The writer must encode the CONNACK with this level.
+                            self.version.store(version as u8, Ordering::Release);
+                        }
+                        self.shared
+                            .call(|b, now| b.handle_packet(now, self.id, packet));
+                    }
+                    Err(violation) => {
+                        tracing::trace!(peer = %self.peer, conn = self.id.0, %violation, "undecodable input");
+                        if let Some(version) = peeked {
+                            self.version.store(version as u8, Ordering::Release);
+                        }
+                        self.shared
+                            .call(|b, now| b.handle_violation(now, self.id, violation, peeked));
+                        return ReadEnd::Violation;
+                    }
+                }
+            }
+            if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+                buf = BytesMut::with_capacity(READ_CHUNK);
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            let deadline = if known.is_none() {
+                connect_deadline
+            } else {
+                None
+            };
+            let read = async {
+                match deadline {
+                    Some(at) => tokio::time::timeout_at(at, rd.read_buf(&mut buf))
+                        .await
+                        .ok(),
+                    None => Some(rd.read_buf(&mut buf).await),
+                }
+            };
+            let result = tokio::select! {
+                biased;
+                () = self.ending.raised() => return ReadEnd::Stopped,
+                result = read => result,
+            };
+            match result {
+                None => {
+                    tracing::debug!(peer = %self.peer, conn = self.id.0, "no CONNECT within the connect timeout");
+                    return ReadEnd::ConnectTimeout;
+                }
+                Some(Ok(0)) => return ReadEnd::Eof,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(peer = %self.peer, conn = self.id.0, "read failed: {e}");
+                    return ReadEnd::Error;
+                }
+            }
+        }
+    }
+
+    /// Encode and write what the core queued, batching whatever is already waiting, until a
+    /// close request, a write error, or the connection ending with the queue drained.
+    async fn write_loop(&self, mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Outbound>) {
+        let mut out = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            let (first, last_round) = tokio::select! {
+                biased;
+                item = rx.recv() => (item, false),
+                () = self.ending.raised() => (rx.try_recv().ok(), true),
+            };
+            let version = self.version();
+            let mut close = false;
+            let mut done = last_round;
+            match first {
+                Some(item) => close = encode(item, version, &mut out),
+                None => done = true,
+            }
+            while !close && (done || out.len() < WRITE_BATCH) {
+                match rx.try_recv() {
+                    Ok(item) => close = encode(item, version, &mut out),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            if !out.is_empty() {
+                if let Err(e) = wr.write_all(&out).await {
+                    tracing::debug!(peer = %self.peer, conn = self.id.0, "write failed: {e}");
+                    self.ending.raise();
+                    return;
+                }
+                out.clear();
+                if out.capacity() > SHRINK_ABOVE {
+                    out = BytesMut::with_capacity(READ_CHUNK);
+                }
+            }
+            if close {
+                let _ = wr.shutdown().await;
+                self.ending.raise();
+                return;
+            }
+            if done {
+                return;
+            }
+        }
+    }
+
+    fn version(&self) -> ProtocolVersion {
+        match self.version.load(Ordering::Acquire) {
+            5 => ProtocolVersion::V5,
+            3 => ProtocolVersion::V3_1,
+            // Before the level is known, v3.1.1 encoding is what a v3 client reads, and packets
+            // sent then are CONNACKs refusing a connection whose level could not be read.
+            _ => ProtocolVersion::V3_1_1,
+        }
+    }
+}
+
+/// Encode `item` into `out`; true if it is a close request.
+fn encode(item: Outbound, version: ProtocolVersion, out: &mut BytesMut) -> bool {
+    match item {
+        Outbound::Packet(packet) => {
+            packet.encode(version, out);
+            false
+        }
+        Outbound::Close => true,
+    }
+}
+
+/// Read and discard until the peer closes, so dropping the socket with unread input does not
+/// reset the connection before the peer has read our last packets. Bounded by [`CLOSE_GRACE`]
+/// through the caller.
+async fn linger(rd: &mut OwnedReadHalf) {
+    let mut scratch = [0u8; 1024];
+    while let Ok(n) = rd.read(&mut scratch).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// The connection's registration with the core: ensures `handle_closed` is called exactly once,
+/// even when the connection task is cut short.
+struct Registration<'a> {
+    shared: &'a SharedBroker,
+    id: ConnId,
+    open: bool,
+}
+
+impl Registration<'_> {
+    fn closed(&mut self) {
+        if std::mem::take(&mut self.open) {
+            self.shared.call(|b, now| b.handle_closed(now, self.id));
+        }
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        // Calling into the core while unwinding could panic again and abort the process.
+        if !std::thread::panicking() {
+            self.closed();
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Tern's server edge: configuration, listeners, connection tasks and the timer that drive the
+//! sans-IO broker core of `tern-broker`.
+//!
+//! The edge only moves bytes and events: it decodes packets with `tern-codec`, hands them to
+//! the core, and writes what the core sends. It never implements a protocol rule itself.
+
+pub mod config;
+pub mod server;
+
+mod conn;
+mod listener;
+mod shared;
+mod shutdown;
+mod timer;
+
+pub use config::Config;
+pub use server::Server;
