@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Tern, an MQTT 3.1, 3.1.1 and 5.0 broker.
 #[derive(Debug, Parser)]
-#[command(name = "tern", version, about)]
+#[command(name = "tern", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -39,8 +39,18 @@ struct ServeArgs {
     listen: Vec<SocketAddr>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` gives the error with its causes on one line, without a backtrace.
+            eprintln!("tern: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Config) => {
             print!("{}", reference_config());
