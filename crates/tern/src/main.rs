@@ -4,6 +4,7 @@
 //! This file owns the CLI, logging setup, the runtime and signal handling. It must not touch
 //! connections or protocol rules; those live in the library.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -15,10 +16,13 @@ use tracing_subscriber::EnvFilter;
 
 /// Tern, an MQTT 3.1, 3.1.1 and 5.0 broker.
 #[derive(Debug, Parser)]
-#[command(name = "tern", version)]
+#[command(name = "tern", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Without a command, `tern` runs `tern serve` with these options.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,7 +33,7 @@ enum Command {
     Config,
 }
 
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Config file (TOML); without it every option takes its default.
     #[arg(short, long, value_name = "FILE")]
@@ -57,7 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve(args)) => serve(args),
-        None => serve(ServeArgs::default()),
+        None => serve(cli.serve),
     }
 }
 
@@ -99,7 +103,11 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(level)
             .with_context(|| format!("bad [log] level `{level}` in the config"))?,
     };
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     Ok(())
 }
 
