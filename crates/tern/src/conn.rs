@@ -158,9 +158,10 @@ impl Connection {
                 registration.closed();
                 end
             };
-            let (end, ()) = tokio::join!(reader, self.write_loop(wr, rx));
+            let (end, closed) = tokio::join!(reader, self.write_loop(wr, rx));
             tracing::trace!(peer = %self.peer, conn = self.id.0, ?end, "connection ended");
-            if end != ReadEnd::Eof && end != ReadEnd::Error {
+            // Our last packets are out; wait for the peer's FIN if it may still be sending.
+            if closed && end != ReadEnd::Eof && end != ReadEnd::Error {
                 linger(&mut rd).await;
             }
         };
@@ -259,7 +260,12 @@ impl Connection {
 
     /// Encode and write what the core queued, batching whatever is already waiting, until a
     /// close request, a write error, or the connection ending with the queue drained.
-    async fn write_loop(&self, mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Outbound>) {
+    /// Returns true if it ended by closing the write half at the core's request.
+    async fn write_loop(
+        &self,
+        mut wr: OwnedWriteHalf,
+        mut rx: mpsc::UnboundedReceiver<Outbound>,
+    ) -> bool {
         let mut out = BytesMut::with_capacity(READ_CHUNK);
         loop {
             let (first, last_round) = tokio::select! {
@@ -288,7 +294,7 @@ impl Connection {
                 if let Err(e) = wr.write_all(&out).await {
                     tracing::debug!(peer = %self.peer, conn = self.id.0, "write failed: {e}");
                     self.ending.raise();
-                    return;
+                    return false;
                 }
                 out.clear();
                 if out.capacity() > SHRINK_ABOVE {
@@ -298,10 +304,10 @@ impl Connection {
             if close {
                 let _ = wr.shutdown().await;
                 self.ending.raise();
-                return;
+                return true;
             }
             if done {
-                return;
+                return false;
             }
         }
     }
