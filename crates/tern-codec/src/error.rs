@@ -17,7 +17,11 @@ pub struct Violation {
 impl Violation {
     /// A violation of `rule`, reported with `reason`.
     pub const fn new(rule: &'static str, reason: ReasonCode, detail: &'static str) -> Self {
-        Violation { rule, reason, detail }
+        Violation {
+            rule,
+            reason,
+            detail,
+        }
     }
 
     /// A malformed packet (reason 0x81) breaking `rule`.

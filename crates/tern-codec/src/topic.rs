@@ -67,17 +67,25 @@ pub struct ParsedFilter<'a> {
 /// Validates a filter as sent in SUBSCRIBE/UNSUBSCRIBE, splitting off a `$share/` group.
 pub fn parse_filter(filter: &str) -> Result<ParsedFilter<'_>, TopicError> {
     if let Some(rest) = filter.strip_prefix("$share/") {
-        let (group, inner) = rest.split_once('/').ok_or(TopicError::BadSharedSubscription)?;
+        let (group, inner) = rest
+            .split_once('/')
+            .ok_or(TopicError::BadSharedSubscription)?;
         if group.is_empty() || group.contains(['+', '#']) || inner.is_empty() {
             return Err(TopicError::BadSharedSubscription);
         }
         validate_filter(inner)?;
-        Ok(ParsedFilter { share_group: Some(group), filter: inner })
+        Ok(ParsedFilter {
+            share_group: Some(group),
+            filter: inner,
+        })
     } else if filter == "$share" {
         Err(TopicError::BadSharedSubscription)
     } else {
         validate_filter(filter)?;
-        Ok(ParsedFilter { share_group: None, filter })
+        Ok(ParsedFilter {
+            share_group: None,
+            filter,
+        })
     }
 }
 
@@ -105,7 +113,18 @@ mod tests {
 
     #[test]
     fn filter_grammar() {
-        for ok in ["a/b", "a/+/c", "a/#", "#", "+", "/", "+/+", "/+", "a//b", "sport/tennis/#"] {
+        for ok in [
+            "a/b",
+            "a/+/c",
+            "a/#",
+            "#",
+            "+",
+            "/",
+            "+/+",
+            "/+",
+            "a//b",
+            "sport/tennis/#",
+        ] {
             assert_eq!(validate_filter(ok), Ok(()), "{ok}");
         }
         for bad in ["a/#/b", "a+", "a/b#", "#/", "++", ""] {
@@ -136,7 +155,10 @@ mod tests {
     #[test]
     fn matching_follows_the_spec_examples() {
         assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
-        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
         assert!(matches("sport/#", "sport"));
         assert!(matches("#", "a/b/c"));
         assert!(matches("sport/tennis/+", "sport/tennis/player1"));
