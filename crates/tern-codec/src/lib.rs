@@ -14,6 +14,7 @@ pub mod properties;
 pub mod reason;
 pub mod topic;
 pub mod varint;
+pub mod wire;
 
 pub use error::Violation;
 pub use packet::*;
