@@ -8,6 +8,8 @@
 //! Decoding is incremental: [`decode`] looks at a buffer that may hold a partial packet and returns
 //! `Ok(None)` until a whole packet is there. Payloads are zero-copy slices of the read buffer.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod packet;
 pub mod properties;

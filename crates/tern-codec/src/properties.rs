@@ -181,7 +181,7 @@ impl Properties {
                         ));
                     }
                     // Only PUBLISH (server to client) may carry several.
-                    if !allowed.has(0x23) && !p.subscription_identifiers.is_empty() {
+                    if allowed != Allowed::PUBLISH && !p.subscription_identifiers.is_empty() {
                         return Err(duplicate());
                     }
                     p.subscription_identifiers.push(v);

@@ -511,17 +511,16 @@ mod tests {
                 let len = rng.below(48);
                 let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
                 // Make many inputs look like real fixed headers so parsing goes deep.
-                if let [first, rl, rest @ ..] = bytes.as_mut_slice() {
-                    if rng.below(4) != 0 {
-                        let t = 1 + rng.below(15) as u8;
-                        let flags = match t {
-                            3 => *first & 0x0F,
-                            6 | 8 | 10 => 2,
-                            _ => 0,
-                        };
-                        *first = (t << 4) | flags;
-                        *rl = rest.len().min(127) as u8;
-                    }
+                let shape_header = rng.below(4) != 0;
+                if let (true, [first, rl, rest @ ..]) = (shape_header, bytes.as_mut_slice()) {
+                    let t = 1 + rng.below(15) as u8;
+                    let flags = match t {
+                        3 => *first & 0x0F,
+                        6 | 8 | 10 => 2,
+                        _ => 0,
+                    };
+                    *first = (t << 4) | flags;
+                    *rl = rest.len().min(127) as u8;
                 }
                 decode_without_panic(&bytes, v);
             }
