@@ -297,4 +297,24 @@ mod tests {
             ReasonCode::MALFORMED_PACKET,
         );
     }
+
+    #[test]
+    fn topic_with_surrogate_is_malformed() {
+        // U+D800 encoded as ED A0 80.
+        let bytes = b"\x30\x05\x00\x03\xED\xA0\x80";
+        assert_violation(
+            decode_all(bytes, V3_1_1),
+            crate::wire::RULE_UTF8,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    #[test]
+    fn topic_length_past_packet_end_is_malformed() {
+        assert_violation(
+            decode_all(b"\x30\x03\x00\x09a", V5),
+            RULE_LENGTH,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
 }
