@@ -8,15 +8,17 @@
 //! Decoding is incremental: [`decode`] looks at a buffer that may hold a partial packet and returns
 //! `Ok(None)` until a whole packet is there. Payloads are zero-copy slices of the read buffer.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod packet;
 pub mod properties;
 pub mod reason;
 pub mod topic;
 pub mod varint;
+pub mod wire;
 
 pub use error::Violation;
 pub use packet::*;
 pub use properties::Properties;
 pub use reason::ReasonCode;
-mod tmp_stub;

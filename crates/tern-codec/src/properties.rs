@@ -1,9 +1,12 @@
 //! MQTT 5 properties: one struct holding every property, validated per packet on decode.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
+
+use crate::wire::{Reader, field_len, put_field};
+use crate::{ReasonCode, Violation, varint};
 
 /// The properties of a v5 packet. Each packet type allows a subset; decoding rejects others
-/// and duplicates of single-valued properties [MQTT-2.2.2-1].
+/// and duplicates of single-valued properties (section 2.2.2.2).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Properties {
     /// 0x01 Payload Format Indicator (0 bytes, 1 UTF-8).
@@ -60,4 +63,476 @@ pub struct Properties {
     pub subscription_identifier_available: Option<u8>,
     /// 0x2A Shared Subscription Available (0 or 1).
     pub shared_subscription_available: Option<u8>,
+}
+
+/// Rule reported for property problems the specification states without a numbered statement
+/// (unknown or misplaced identifier, duplicate, out-of-range value): section 2.2.2.2.
+pub const RULE_PROPERTY: &str = "MQTT-2.2.2.2";
+
+/// Rule for a Topic Alias of 0.
+pub const RULE_TOPIC_ALIAS_ZERO: &str = "MQTT-3.3.2-8";
+
+const fn mask(ids: &[u8]) -> u64 {
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < ids.len() {
+        m |= 1 << ids[i];
+        i += 1;
+    }
+    m
+}
+
+/// Which property identifiers one packet type (or the Will) allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Allowed(u64);
+
+impl Allowed {
+    pub(crate) const CONNECT: Allowed = Allowed(mask(&[
+        0x11, 0x15, 0x16, 0x17, 0x19, 0x21, 0x22, 0x26, 0x27,
+    ]));
+    pub(crate) const WILL: Allowed = Allowed(mask(&[0x01, 0x02, 0x03, 0x08, 0x09, 0x18, 0x26]));
+    pub(crate) const CONNACK: Allowed = Allowed(mask(&[
+        0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, 0x24, 0x25, 0x26, 0x27, 0x28,
+        0x29, 0x2A,
+    ]));
+    pub(crate) const PUBLISH: Allowed =
+        Allowed(mask(&[0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x23, 0x26]));
+    pub(crate) const ACK: Allowed = Allowed(mask(&[0x1F, 0x26]));
+    pub(crate) const SUBSCRIBE: Allowed = Allowed(mask(&[0x0B, 0x26]));
+    pub(crate) const UNSUBSCRIBE: Allowed = Allowed(mask(&[0x26]));
+    pub(crate) const DISCONNECT: Allowed = Allowed(mask(&[0x11, 0x1C, 0x1F, 0x26]));
+    pub(crate) const AUTH: Allowed = Allowed(mask(&[0x15, 0x16, 0x1F, 0x26]));
+
+    fn has(self, id: u32) -> bool {
+        id < 64 && self.0 & (1u64 << id) != 0
+    }
+}
+
+fn duplicate() -> Violation {
+    Violation::protocol(
+        RULE_PROPERTY,
+        "single-valued property included more than once",
+    )
+}
+
+fn once<T>(slot: &mut Option<T>, value: T) -> Result<(), Violation> {
+    if slot.is_some() {
+        return Err(duplicate());
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn flag(r: &mut Reader, detail: &'static str) -> Result<u8, Violation> {
+    let v = r.u8()?;
+    if v > 1 {
+        return Err(Violation::protocol(RULE_PROPERTY, detail));
+    }
+    Ok(v)
+}
+
+fn nonzero_u16(r: &mut Reader, detail: &'static str) -> Result<u16, Violation> {
+    match r.u16()? {
+        0 => Err(Violation::protocol(RULE_PROPERTY, detail)),
+        v => Ok(v),
+    }
+}
+
+impl Properties {
+    /// True when no property is set (what v3 packets always carry).
+    pub fn is_empty(&self) -> bool {
+        *self == Properties::default()
+    }
+
+    /// Reads a Property Length and the properties behind it, allowing only `allowed`.
+    pub(crate) fn decode(r: &mut Reader, allowed: Allowed) -> Result<Properties, Violation> {
+        let len = r.varint()? as usize;
+        if len > r.remaining() {
+            return Err(Violation::malformed(
+                RULE_PROPERTY,
+                "Property Length exceeds the packet",
+            ));
+        }
+        let mut r = Reader::new(r.take(len)?);
+        let mut p = Properties::default();
+        while !r.is_empty() {
+            let id = r.varint()?;
+            if !allowed.has(id) {
+                return Err(Violation::malformed(
+                    RULE_PROPERTY,
+                    "property identifier unknown or not allowed in this packet",
+                ));
+            }
+            match id {
+                0x01 => {
+                    let v = flag(&mut r, "Payload Format Indicator not 0 or 1")?;
+                    once(&mut p.payload_format_indicator, v)?
+                }
+                0x02 => once(&mut p.message_expiry_interval, r.u32()?)?,
+                0x03 => once(&mut p.content_type, r.string()?)?,
+                0x08 => once(&mut p.response_topic, r.string()?)?,
+                0x09 => once(&mut p.correlation_data, r.binary()?)?,
+                0x0B => {
+                    let v = r.varint()?;
+                    if v == 0 {
+                        return Err(Violation::protocol(
+                            RULE_PROPERTY,
+                            "Subscription Identifier 0",
+                        ));
+                    }
+                    // Only PUBLISH (server to client) may carry several.
+                    if allowed != Allowed::PUBLISH && !p.subscription_identifiers.is_empty() {
+                        return Err(duplicate());
+                    }
+                    p.subscription_identifiers.push(v);
+                }
+                0x11 => once(&mut p.session_expiry_interval, r.u32()?)?,
+                0x12 => once(&mut p.assigned_client_identifier, r.string()?)?,
+                0x13 => once(&mut p.server_keep_alive, r.u16()?)?,
+                0x15 => once(&mut p.authentication_method, r.string()?)?,
+                0x16 => once(&mut p.authentication_data, r.binary()?)?,
+                0x17 => {
+                    let v = flag(&mut r, "Request Problem Information not 0 or 1")?;
+                    once(&mut p.request_problem_information, v)?
+                }
+                0x18 => once(&mut p.will_delay_interval, r.u32()?)?,
+                0x19 => {
+                    let v = flag(&mut r, "Request Response Information not 0 or 1")?;
+                    once(&mut p.request_response_information, v)?
+                }
+                0x1A => once(&mut p.response_information, r.string()?)?,
+                0x1C => once(&mut p.server_reference, r.string()?)?,
+                0x1F => once(&mut p.reason_string, r.string()?)?,
+                0x21 => {
+                    let v = nonzero_u16(&mut r, "Receive Maximum 0")?;
+                    once(&mut p.receive_maximum, v)?
+                }
+                0x22 => once(&mut p.topic_alias_maximum, r.u16()?)?,
+                0x23 => {
+                    let v = r.u16()?;
+                    if v == 0 {
+                        return Err(Violation::new(
+                            RULE_TOPIC_ALIAS_ZERO,
+                            ReasonCode::TOPIC_ALIAS_INVALID,
+                            "Topic Alias 0",
+                        ));
+                    }
+                    once(&mut p.topic_alias, v)?
+                }
+                0x24 => {
+                    let v = flag(&mut r, "Maximum QoS not 0 or 1")?;
+                    once(&mut p.maximum_qos, v)?
+                }
+                0x25 => {
+                    let v = flag(&mut r, "Retain Available not 0 or 1")?;
+                    once(&mut p.retain_available, v)?
+                }
+                0x26 => {
+                    let k = r.string()?;
+                    let v = r.string()?;
+                    p.user_properties.push((k, v));
+                }
+                0x27 => {
+                    let v = r.u32()?;
+                    if v == 0 {
+                        return Err(Violation::protocol(RULE_PROPERTY, "Maximum Packet Size 0"));
+                    }
+                    once(&mut p.maximum_packet_size, v)?
+                }
+                0x28 => {
+                    let v = flag(&mut r, "Wildcard Subscription Available not 0 or 1")?;
+                    once(&mut p.wildcard_subscription_available, v)?
+                }
+                0x29 => {
+                    let v = flag(&mut r, "Subscription Identifier Available not 0 or 1")?;
+                    once(&mut p.subscription_identifier_available, v)?
+                }
+                0x2A => {
+                    let v = flag(&mut r, "Shared Subscription Available not 0 or 1")?;
+                    once(&mut p.shared_subscription_available, v)?
+                }
+                _ => {
+                    return Err(Violation::malformed(
+                        RULE_PROPERTY,
+                        "unknown property identifier",
+                    ));
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// Length of the properties themselves, without the Property Length prefix.
+    fn content_len(&self) -> usize {
+        let b = |o: &Option<u8>| o.map_or(0, |_| 2);
+        let w = |o: &Option<u16>| o.map_or(0, |_| 3);
+        let d = |o: &Option<u32>| o.map_or(0, |_| 5);
+        let s = |o: &Option<String>| o.as_ref().map_or(0, |v| 1 + field_len(v.as_bytes()));
+        let bin = |o: &Option<Bytes>| o.as_ref().map_or(0, |v| 1 + field_len(v));
+        b(&self.payload_format_indicator)
+            + d(&self.message_expiry_interval)
+            + s(&self.content_type)
+            + s(&self.response_topic)
+            + bin(&self.correlation_data)
+            + self
+                .subscription_identifiers
+                .iter()
+                .map(|&v| 1 + varint::len(v))
+                .sum::<usize>()
+            + d(&self.session_expiry_interval)
+            + s(&self.assigned_client_identifier)
+            + w(&self.server_keep_alive)
+            + s(&self.authentication_method)
+            + bin(&self.authentication_data)
+            + b(&self.request_problem_information)
+            + d(&self.will_delay_interval)
+            + b(&self.request_response_information)
+            + s(&self.response_information)
+            + s(&self.server_reference)
+            + s(&self.reason_string)
+            + w(&self.receive_maximum)
+            + w(&self.topic_alias_maximum)
+            + w(&self.topic_alias)
+            + b(&self.maximum_qos)
+            + b(&self.retain_available)
+            + self
+                .user_properties
+                .iter()
+                .map(|(k, v)| 1 + field_len(k.as_bytes()) + field_len(v.as_bytes()))
+                .sum::<usize>()
+            + d(&self.maximum_packet_size)
+            + b(&self.wildcard_subscription_available)
+            + b(&self.subscription_identifier_available)
+            + b(&self.shared_subscription_available)
+    }
+
+    /// Length on the wire including the Property Length prefix.
+    pub(crate) fn wire_len(&self) -> usize {
+        let n = self.content_len();
+        varint::len(n as u32) + n
+    }
+
+    /// Writes the Property Length and the properties, in identifier order.
+    pub(crate) fn encode(&self, out: &mut impl BufMut) {
+        varint::encode(self.content_len() as u32, out);
+        fn b(out: &mut impl BufMut, id: u8, o: Option<u8>) {
+            if let Some(v) = o {
+                out.put_u8(id);
+                out.put_u8(v);
+            }
+        }
+        fn w(out: &mut impl BufMut, id: u8, o: Option<u16>) {
+            if let Some(v) = o {
+                out.put_u8(id);
+                out.put_u16(v);
+            }
+        }
+        fn d(out: &mut impl BufMut, id: u8, o: Option<u32>) {
+            if let Some(v) = o {
+                out.put_u8(id);
+                out.put_u32(v);
+            }
+        }
+        fn f(out: &mut impl BufMut, id: u8, o: Option<&[u8]>) {
+            if let Some(v) = o {
+                out.put_u8(id);
+                put_field(out, v);
+            }
+        }
+        b(out, 0x01, self.payload_format_indicator);
+        d(out, 0x02, self.message_expiry_interval);
+        f(out, 0x03, self.content_type.as_deref().map(str::as_bytes));
+        f(out, 0x08, self.response_topic.as_deref().map(str::as_bytes));
+        f(out, 0x09, self.correlation_data.as_deref());
+        for &v in &self.subscription_identifiers {
+            out.put_u8(0x0B);
+            varint::encode(v, out);
+        }
+        d(out, 0x11, self.session_expiry_interval);
+        f(
+            out,
+            0x12,
+            self.assigned_client_identifier
+                .as_deref()
+                .map(str::as_bytes),
+        );
+        w(out, 0x13, self.server_keep_alive);
+        f(
+            out,
+            0x15,
+            self.authentication_method.as_deref().map(str::as_bytes),
+        );
+        f(out, 0x16, self.authentication_data.as_deref());
+        b(out, 0x17, self.request_problem_information);
+        d(out, 0x18, self.will_delay_interval);
+        b(out, 0x19, self.request_response_information);
+        f(
+            out,
+            0x1A,
+            self.response_information.as_deref().map(str::as_bytes),
+        );
+        f(
+            out,
+            0x1C,
+            self.server_reference.as_deref().map(str::as_bytes),
+        );
+        f(out, 0x1F, self.reason_string.as_deref().map(str::as_bytes));
+        w(out, 0x21, self.receive_maximum);
+        w(out, 0x22, self.topic_alias_maximum);
+        w(out, 0x23, self.topic_alias);
+        b(out, 0x24, self.maximum_qos);
+        b(out, 0x25, self.retain_available);
+        for (k, v) in &self.user_properties {
+            out.put_u8(0x26);
+            put_field(out, k.as_bytes());
+            put_field(out, v.as_bytes());
+        }
+        d(out, 0x27, self.maximum_packet_size);
+        b(out, 0x28, self.wildcard_subscription_available);
+        b(out, 0x29, self.subscription_identifier_available);
+        b(out, 0x2A, self.shared_subscription_available);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(bytes: &[u8], allowed: Allowed) -> Result<Properties, Violation> {
+        Properties::decode(&mut Reader::new(Bytes::copy_from_slice(bytes)), allowed)
+    }
+
+    fn assert_violation(res: Result<Properties, Violation>, rule: &str, reason: ReasonCode) {
+        let err = res.unwrap_err();
+        assert_eq!((err.rule, err.reason), (rule, reason), "{err}");
+    }
+
+    #[test]
+    fn connack_properties_round_trip() {
+        let p = Properties {
+            session_expiry_interval: Some(10),
+            assigned_client_identifier: Some("id".into()),
+            server_keep_alive: Some(30),
+            authentication_method: Some("m".into()),
+            authentication_data: Some(Bytes::from_static(b"d")),
+            response_information: Some("ri".into()),
+            server_reference: Some("sr".into()),
+            reason_string: Some("why".into()),
+            receive_maximum: Some(5),
+            topic_alias_maximum: Some(7),
+            maximum_qos: Some(1),
+            retain_available: Some(0),
+            user_properties: vec![("b".into(), "1".into()), ("a".into(), "2".into())],
+            maximum_packet_size: Some(1024),
+            wildcard_subscription_available: Some(1),
+            subscription_identifier_available: Some(0),
+            shared_subscription_available: Some(1),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        p.encode(&mut out);
+        assert_eq!(out.len(), p.wire_len());
+        assert_eq!(decode(&out, Allowed::CONNACK), Ok(p));
+    }
+
+    #[test]
+    fn unknown_property_is_malformed() {
+        assert_violation(
+            decode(&[2, 0x7F, 0], Allowed::CONNECT),
+            RULE_PROPERTY,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    #[test]
+    fn property_not_allowed_in_packet_is_malformed() {
+        // Topic Alias in CONNECT.
+        assert_violation(
+            decode(&[3, 0x23, 0, 1], Allowed::CONNECT),
+            RULE_PROPERTY,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    #[test]
+    fn duplicate_single_valued_property_is_protocol_error() {
+        assert_violation(
+            decode(&[6, 0x21, 0, 1, 0x21, 0, 2], Allowed::CONNECT),
+            RULE_PROPERTY,
+            ReasonCode::PROTOCOL_ERROR,
+        );
+    }
+
+    #[test]
+    fn user_properties_repeat_in_wire_order() {
+        let bytes = [
+            14, 0x26, 0, 1, b'k', 0, 1, b'1', 0x26, 0, 1, b'k', 0, 1, b'2',
+        ];
+        let p = decode(&bytes, Allowed::ACK).unwrap();
+        assert_eq!(
+            p.user_properties,
+            vec![("k".into(), "1".into()), ("k".into(), "2".into())]
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_protocol_errors() {
+        for bytes in [
+            &[3, 0x21, 0, 0][..],   // Receive Maximum 0
+            &[5, 0x27, 0, 0, 0, 0], // Maximum Packet Size 0
+            &[2, 0x17, 2],          // Request Problem Information 2
+            &[2, 0x19, 2],          // Request Response Information 2
+        ] {
+            assert_violation(
+                decode(bytes, Allowed::CONNECT),
+                RULE_PROPERTY,
+                ReasonCode::PROTOCOL_ERROR,
+            );
+        }
+        assert_violation(
+            decode(&[2, 0x01, 2], Allowed::PUBLISH),
+            RULE_PROPERTY,
+            ReasonCode::PROTOCOL_ERROR,
+        );
+        assert_violation(
+            decode(&[2, 0x0B, 0], Allowed::SUBSCRIBE),
+            RULE_PROPERTY,
+            ReasonCode::PROTOCOL_ERROR,
+        );
+    }
+
+    #[test]
+    fn topic_alias_zero_is_topic_alias_invalid() {
+        assert_violation(
+            decode(&[3, 0x23, 0, 0], Allowed::PUBLISH),
+            RULE_TOPIC_ALIAS_ZERO,
+            ReasonCode::TOPIC_ALIAS_INVALID,
+        );
+    }
+
+    #[test]
+    fn second_subscription_identifier_in_subscribe_is_protocol_error() {
+        assert_violation(
+            decode(&[4, 0x0B, 1, 0x0B, 2], Allowed::SUBSCRIBE),
+            RULE_PROPERTY,
+            ReasonCode::PROTOCOL_ERROR,
+        );
+        let p = decode(&[4, 0x0B, 1, 0x0B, 2], Allowed::PUBLISH).unwrap();
+        assert_eq!(p.subscription_identifiers, vec![1, 2]);
+    }
+
+    #[test]
+    fn property_length_past_packet_is_malformed() {
+        assert_violation(
+            decode(&[9, 0x21, 0, 1], Allowed::CONNECT),
+            RULE_PROPERTY,
+            ReasonCode::MALFORMED_PACKET,
+        );
+        // A value running past the Property Length is malformed too.
+        assert_violation(
+            decode(&[2, 0x21, 0, 1], Allowed::CONNECT),
+            crate::wire::RULE_LENGTH,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
 }

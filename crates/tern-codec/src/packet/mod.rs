@@ -3,6 +3,7 @@
 
 mod ack;
 mod auth;
+mod codec;
 mod connack;
 mod connect;
 mod disconnect;
@@ -14,6 +15,7 @@ mod unsubscribe;
 
 pub use ack::Ack;
 pub use auth::Auth;
+pub use codec::{RULE_PACKET_TYPE, RULE_TOO_LARGE, decode, peek_connect_version};
 pub use connack::ConnAck;
 pub use connect::{Connect, LastWill};
 pub use disconnect::Disconnect;
@@ -138,4 +140,44 @@ pub enum Packet {
     Disconnect(Disconnect),
     /// AUTH.
     Auth(Auth),
+}
+
+/// Helpers shared by the per-packet tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use bytes::BytesMut;
+
+    pub(crate) use crate::properties::RULE_PROPERTY;
+    pub(crate) use crate::wire::RULE_LENGTH;
+    use crate::{Packet, ProtocolVersion, ReasonCode, Violation};
+
+    /// Encodes `p` for `v`, checking `encoded_len` agrees.
+    pub(crate) fn encode(p: &Packet, v: ProtocolVersion) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        p.encode(v, &mut out);
+        assert_eq!(out.len(), p.encoded_len(v), "encoded_len of {p:?}");
+        out.to_vec()
+    }
+
+    /// Decodes exactly one whole packet from `bytes`.
+    pub(crate) fn decode_all(bytes: &[u8], v: ProtocolVersion) -> Result<Packet, Violation> {
+        let mut buf = BytesMut::from(bytes);
+        let p = crate::decode(&mut buf, v, u32::MAX)?.expect("a whole packet");
+        assert!(buf.is_empty(), "decode left {} bytes", buf.len());
+        Ok(p)
+    }
+
+    /// Encodes then decodes `p`, expecting the same value back.
+    pub(crate) fn assert_round_trip(p: &Packet, v: ProtocolVersion) {
+        let bytes = encode(p, v);
+        assert_eq!(decode_all(&bytes, v).as_ref(), Ok(p), "{v:?} {bytes:02X?}");
+    }
+
+    /// Expects a violation of `rule` with `reason`.
+    pub(crate) fn assert_violation(res: Result<Packet, Violation>, rule: &str, reason: ReasonCode) {
+        match res {
+            Err(e) => assert_eq!((e.rule, e.reason), (rule, reason), "{e}"),
+            Ok(p) => panic!("expected [{rule}], decoded {p:?}"),
+        }
+    }
 }

@@ -1,8 +1,11 @@
 //! PUBLISH: an application message in either direction.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{PacketId, Properties, QoS};
+use crate::properties::Allowed;
+use crate::topic::{TopicError, validate_name};
+use crate::wire::{RULE_NUL, Reader, field_len, put_field};
+use crate::{PacketId, Properties, ProtocolVersion, QoS, ReasonCode, Violation};
 
 /// An application message [MQTT-3.3].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -21,4 +24,297 @@ pub struct Publish {
     pub properties: Properties,
     /// Application payload, a zero-copy slice of the read buffer.
     pub payload: Bytes,
+}
+
+/// Checks a (non-empty, non-aliased) topic name from PUBLISH or a Will.
+pub(crate) fn validate_topic_name(topic: &str) -> Result<(), Violation> {
+    validate_name(topic).map_err(|e| match e {
+        TopicError::Empty => Violation::protocol("MQTT-4.7.3-1", "empty Topic Name"),
+        TopicError::NullCharacter => Violation::malformed(RULE_NUL, "U+0000 in Topic Name"),
+        _ => Violation::new(
+            "MQTT-3.3.2-2",
+            ReasonCode::TOPIC_NAME_INVALID,
+            "wildcard character in Topic Name",
+        ),
+    })
+}
+
+impl Publish {
+    /// Parses a PUBLISH from its fixed-header `flags` and body.
+    pub(crate) fn decode(
+        flags: u8,
+        mut r: Reader,
+        version: ProtocolVersion,
+    ) -> Result<Self, Violation> {
+        let qos = QoS::from_u8((flags >> 1) & 0x03)
+            .ok_or(Violation::malformed("MQTT-3.3.1-4", "PUBLISH with QoS 3"))?;
+        let dup = flags & 0x08 != 0;
+        if dup && qos == QoS::AtMostOnce {
+            return Err(Violation::malformed(
+                "MQTT-3.3.1-2",
+                "DUP set on a QoS 0 PUBLISH",
+            ));
+        }
+        let topic = r.string()?;
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            Some(r.packet_id(version)?)
+        };
+        let properties = if version.is_v5() {
+            Properties::decode(&mut r, Allowed::PUBLISH)?
+        } else {
+            Properties::default()
+        };
+        if topic.is_empty() {
+            if !version.is_v5() || properties.topic_alias.is_none() {
+                return Err(Violation::protocol(
+                    "MQTT-4.7.3-1",
+                    "empty Topic Name without a Topic Alias",
+                ));
+            }
+        } else {
+            validate_topic_name(&topic)?;
+        }
+        Ok(Publish {
+            dup,
+            qos,
+            retain: flags & 0x01 != 0,
+            topic,
+            packet_id,
+            properties,
+            payload: r.rest(),
+        })
+    }
+
+    /// The fixed-header flags: DUP, QoS and RETAIN.
+    pub(crate) fn flags(&self) -> u8 {
+        (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+
+    /// Length of the body encoded for `version`.
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
+        field_len(self.topic.as_bytes())
+            + if self.qos == QoS::AtMostOnce { 0 } else { 2 }
+            + if version.is_v5() {
+                self.properties.wire_len()
+            } else {
+                0
+            }
+            + self.payload.len()
+    }
+
+    /// Writes the body for `version`; a missing Packet Identifier at QoS > 0 is written as 0.
+    pub(crate) fn encode_body(&self, version: ProtocolVersion, out: &mut BytesMut) {
+        put_field(out, self.topic.as_bytes());
+        if self.qos != QoS::AtMostOnce {
+            out.put_u16(self.packet_id.map_or(0, PacketId::get));
+        }
+        if version.is_v5() {
+            self.properties.encode(out);
+        }
+        out.put_slice(&self.payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::testutil::*;
+    use crate::{Packet, ProtocolVersion::*};
+
+    fn publish(qos: QoS) -> Publish {
+        Publish {
+            dup: qos != QoS::AtMostOnce,
+            qos,
+            retain: true,
+            topic: "a/b".into(),
+            packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(9).unwrap()),
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"hello"),
+        }
+    }
+
+    fn every_property() -> Properties {
+        Properties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(120),
+            content_type: Some("application/json".into()),
+            response_topic: Some("reply/here".into()),
+            correlation_data: Some(Bytes::from_static(b"\x00\x01corr")),
+            subscription_identifiers: vec![1, 200, 268_435_455],
+            topic_alias: Some(3),
+            user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn publish_round_trips_at_every_qos_and_version() {
+        for v in [V3_1, V3_1_1, V5] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                assert_round_trip(&Packet::Publish(publish(qos)), v);
+            }
+        }
+    }
+
+    #[test]
+    fn v5_publish_with_every_property_round_trips() {
+        let mut p = publish(QoS::AtLeastOnce);
+        p.properties = every_property();
+        assert_round_trip(&Packet::Publish(p), V5);
+    }
+
+    #[test]
+    fn v5_empty_topic_with_alias_round_trips() {
+        let mut p = publish(QoS::AtMostOnce);
+        p.topic = String::new();
+        p.properties.topic_alias = Some(1);
+        assert_round_trip(&Packet::Publish(p), V5);
+    }
+
+    #[test]
+    fn v3_encoding_drops_properties() {
+        let mut p = publish(QoS::AtMostOnce);
+        p.properties = every_property();
+        assert_eq!(
+            encode(&Packet::Publish(p), V3_1_1),
+            b"\x31\x0a\x00\x03a/bhello"
+        );
+    }
+
+    #[test]
+    fn payload_is_a_slice_of_the_read_buffer() {
+        let bytes = encode(&Packet::Publish(publish(QoS::AtLeastOnce)), V5);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let Some(Packet::Publish(p)) = crate::decode(&mut buf, V5, 1024).unwrap() else {
+            panic!("not a publish");
+        };
+        assert!(range.contains(&(p.payload.as_ptr() as usize)));
+    }
+
+    #[test]
+    fn publish_with_qos_3_is_malformed() {
+        assert_violation(
+            decode_all(b"\x36\x05\x00\x01a\x00\x01", V3_1_1),
+            "MQTT-3.3.1-4",
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    #[test]
+    fn dup_on_qos_0_is_malformed() {
+        assert_violation(
+            decode_all(b"\x38\x03\x00\x01a", V3_1_1),
+            "MQTT-3.3.1-2",
+            ReasonCode::MALFORMED_PACKET,
+        );
+        assert_violation(
+            decode_all(b"\x38\x04\x00\x01a\x00", V5),
+            "MQTT-3.3.1-2",
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    #[test]
+    fn wildcard_in_topic_name_is_topic_name_invalid() {
+        for v in [V3_1_1, V5] {
+            assert_violation(
+                decode_all(b"\x30\x06\x00\x03a/+\x00", v),
+                "MQTT-3.3.2-2",
+                ReasonCode::TOPIC_NAME_INVALID,
+            );
+            assert_violation(
+                decode_all(b"\x30\x06\x00\x03a/#\x00", v),
+                "MQTT-3.3.2-2",
+                ReasonCode::TOPIC_NAME_INVALID,
+            );
+        }
+    }
+
+    #[test]
+    fn empty_topic_without_alias_is_protocol_error() {
+        assert_violation(
+            decode_all(b"\x30\x02\x00\x00", V3_1_1),
+            "MQTT-4.7.3-1",
+            ReasonCode::PROTOCOL_ERROR,
+        );
+        assert_violation(
+            decode_all(b"\x30\x03\x00\x00\x00", V5),
+            "MQTT-4.7.3-1",
+            ReasonCode::PROTOCOL_ERROR,
+        );
+    }
+
+    #[test]
+    fn publish_packet_id_zero_is_malformed() {
+        assert_violation(
+            decode_all(b"\x32\x05\x00\x01a\x00\x00", V3_1_1),
+            "MQTT-2.3.1-1",
+            ReasonCode::MALFORMED_PACKET,
+        );
+        assert_violation(
+            decode_all(b"\x32\x06\x00\x01a\x00\x00\x00", V5),
+            "MQTT-2.2.1-3",
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    #[test]
+    fn topic_alias_zero_is_topic_alias_invalid() {
+        assert_violation(
+            decode_all(b"\x30\x07\x00\x01a\x03\x23\x00\x00", V5),
+            "MQTT-3.3.2-8",
+            ReasonCode::TOPIC_ALIAS_INVALID,
+        );
+    }
+
+    #[test]
+    fn publish_property_not_allowed_is_malformed() {
+        // Session Expiry Interval in PUBLISH.
+        assert_violation(
+            decode_all(b"\x30\x09\x00\x01a\x05\x11\x00\x00\x00\x01", V5),
+            RULE_PROPERTY,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    #[test]
+    fn invalid_payload_format_indicator_is_protocol_error() {
+        assert_violation(
+            decode_all(b"\x30\x06\x00\x01a\x02\x01\x02", V5),
+            RULE_PROPERTY,
+            ReasonCode::PROTOCOL_ERROR,
+        );
+    }
+
+    #[test]
+    fn topic_with_nul_is_malformed() {
+        assert_violation(
+            decode_all(b"\x30\x05\x00\x03a\x00b", V3_1_1),
+            RULE_NUL,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    #[test]
+    fn topic_with_surrogate_is_malformed() {
+        // U+D800 encoded as ED A0 80.
+        let bytes = b"\x30\x05\x00\x03\xED\xA0\x80";
+        assert_violation(
+            decode_all(bytes, V3_1_1),
+            crate::wire::RULE_UTF8,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    #[test]
+    fn topic_length_past_packet_end_is_malformed() {
+        assert_violation(
+            decode_all(b"\x30\x03\x00\x09a", V5),
+            RULE_LENGTH,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
 }
