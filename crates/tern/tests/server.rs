@@ -1,6 +1,5 @@
 //! Server lifecycle and connection handling, end to end over loopback TCP.
 //!
-//! Tests marked `ignore` need the broker core and the codec, which are not implemented yet.
 
 mod support;
 
@@ -40,7 +39,6 @@ async fn start_names_an_address_it_cannot_bind() {
 }
 
 #[tokio::test]
-#[ignore = "needs the broker core and codec"]
 async fn binds_every_listener_in_order() {
     let any = |_| ListenerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -63,7 +61,6 @@ async fn binds_every_listener_in_order() {
 }
 
 #[tokio::test]
-#[ignore = "needs the broker core and codec"]
 async fn silent_connection_is_closed_after_connect_timeout() {
     let mut config = Config {
         listeners: vec![ListenerConfig {
@@ -84,7 +81,6 @@ async fn silent_connection_is_closed_after_connect_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "needs the broker core and codec"]
 async fn garbage_first_packet_closes_the_connection() {
     let server = start_broker(BrokerConfig::default()).await;
     let mut client = RawClient::connect(server.local_addr()).await;
@@ -98,7 +94,6 @@ async fn garbage_first_packet_closes_the_connection() {
 }
 
 #[tokio::test]
-#[ignore = "needs the broker core and codec"]
 async fn shutdown_closes_open_connections() {
     let server = start_broker(BrokerConfig::default()).await;
     let mut client = RawClient::connect(server.local_addr()).await;
