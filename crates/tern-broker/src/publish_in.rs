@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use tern_codec::{Ack, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Violation};
 
 use crate::broker::{Broker, ConnId, Outlet};
@@ -127,7 +129,10 @@ impl<O: Outlet> Broker<O> {
                     .message_expiry_interval
                     .map(|secs| now + Duration::from_secs(secs.into())),
                 topic: std::mem::take(&mut p.topic),
-                payload: std::mem::take(&mut p.payload),
+                // One copy per inbound message (never per subscriber): the decoded payload is a
+                // slice of the connection's read buffer, and a retained or queued message must
+                // not pin that whole buffer for as long as it lives.
+                payload: Bytes::copy_from_slice(&p.payload),
                 qos: p.qos,
                 retain: p.retain,
                 properties: std::mem::take(&mut p.properties),

@@ -1,5 +1,4 @@
 //! Server lifecycle and connection handling, end to end over loopback TCP.
-//!
 
 mod support;
 
