@@ -111,3 +111,56 @@ pub fn publish_qos0(version: ProtocolVersion, topic: &str, payload: &[u8]) -> Ve
 
 /// PINGREQ.
 pub const PINGREQ: [u8; 2] = [0xC0, 0x00];
+
+/// A bare TCP client for byte-exact checks of what the broker writes.
+pub struct Wire {
+    stream: tokio::net::TcpStream,
+}
+
+/// How long a [`Wire`] waits for the broker.
+pub const WIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Wire {
+    /// Connect to `addr` (no MQTT CONNECT is sent).
+    pub async fn open(addr: std::net::SocketAddr) -> Wire {
+        let stream = tokio::time::timeout(WIRE_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect within the timeout")
+            .expect("connect to the broker");
+        stream.set_nodelay(true).expect("set TCP_NODELAY");
+        Wire { stream }
+    }
+
+    /// Send `bytes` as they are.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("send to the broker");
+    }
+
+    /// Exactly the next `n` bytes from the broker.
+    pub async fn read(&mut self, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0; n];
+        tokio::time::timeout(WIRE_TIMEOUT, self.stream.read_exact(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{n} bytes within {WIRE_TIMEOUT:?}"))
+            .unwrap_or_else(|e| panic!("{n} bytes before the connection ended: {e}"));
+        buf
+    }
+
+    /// Succeeds once the broker closes the connection without sending anything more.
+    pub async fn expect_eof(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(WIRE_TIMEOUT, self.stream.read(&mut buf)).await {
+            Err(_) => panic!("connection still open after {WIRE_TIMEOUT:?}"),
+            Ok(Ok(0)) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Ok(Ok(n)) => panic!("expected the connection closed, got {:02X?}", &buf[..n]),
+            Ok(Err(e)) => panic!("read failed: {e}"),
+        }
+    }
+}
