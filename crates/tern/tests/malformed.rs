@@ -147,7 +147,7 @@ fn closing_rows() -> Vec<Row> {
             .limits(Limits::MaxPacket256),
         row("remaining_length_above_max_packet_size", V3_1_1, vec![0x30, 0xFF, 0x03], Closed, "MQTT-4.8.0-1")
             .limits(Limits::MaxPacket256),
-        // The largest Remaining Length there is (268,435,455): nothing may be reserved for it.
+        // The largest Remaining Length there is (268,435,455): refused from the header alone.
         row("remaining_length_268435455_header_only", V5, vec![0x30, 0xFF, 0xFF, 0xFF, 0x7F], Disconnect(0x95), "MQTT-3.2.2-15"),
         row("remaining_length_of_5_bytes", V5, vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], Disconnect(0x81), "MQTT-1.5.5-1"),
         row("remaining_length_of_5_bytes", V3_1_1, vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], Closed, "MQTT-4.8.0-1"),
@@ -486,7 +486,7 @@ async fn run_open(row: &OpenRow) -> Result<(), String> {
 }
 
 /// Protocol cases that are answered with a reason code and keep the connection open.
-/// v5: [MQTT-4.3.3-11] [MQTT-3.3.4-1] [MQTT-4.13.2-1]
+/// v5: [MQTT-4.3.3-11] [MQTT-3.3.4-1]
 /// v3.1.1: [MQTT-4.3.3-2]
 #[tokio::test]
 async fn refusals_that_keep_the_connection_open() {
