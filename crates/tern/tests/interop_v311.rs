@@ -219,7 +219,7 @@ fn payloads(publishes: &[Publish]) -> Vec<&[u8]> {
 }
 
 /// v3.1.1: [MQTT-3.1.4-4] [MQTT-3.8.4-5] [MQTT-3.3.4-1] [MQTT-4.3.1-1] [MQTT-4.3.2-1]
-/// [MQTT-4.3.2-2] [MQTT-4.3.3-1] [MQTT-4.3.3-2] [MQTT-3.8.4-6] [MQTT-3.3.5-1]
+/// [MQTT-4.3.2-2] [MQTT-4.3.3-1] [MQTT-4.3.3-2] [MQTT-3.8.4-6]
 /// Delivery at QoS 0, 1 and 2 to subscribers granted QoS 0, 1 and 2: each gets
 /// min(publish QoS, granted QoS), and the publisher sees PUBACK / PUBCOMP.
 #[tokio::test]
@@ -513,7 +513,7 @@ async fn keepalive_pings_keep_idle_client_connected() {
     server.shutdown().await;
 }
 
-/// v3.1.1: [MQTT-4.8.0-1]
+/// v3.1.1: no normative statement (3.1.1 has no Maximum Packet Size; this is a broker limit).
 /// A PUBLISH larger than the broker's maximum packet size closes that client's connection;
 /// another client is unaffected.
 #[tokio::test]

@@ -716,7 +716,7 @@ async fn retain_as_published() {
     server.shutdown().await;
 }
 
-/// v5: [MQTT-3.3.1-11] [MQTT-3.3.1-9] [MQTT-3.3.1-10]
+/// v5: [MQTT-3.3.1-11] [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.8.4-3] [MQTT-3.8.4-4]
 /// Retain Handling 2 sends no retained messages on subscribe; Retain Handling 0 does, and
 /// Retain Handling 1 only when the subscription is new.
 #[tokio::test]
