@@ -203,7 +203,7 @@ async fn v5_empty_client_id_gets_assigned_identifier() {
 }
 
 /// v5, Keep Alive 60 above the configured maximum 30: CONNACK carries Server Keep Alive 30.
-/// v5: [MQTT-3.2.2-22] (the Server Keep Alive replaces the client's value)
+/// v5: no numbered statement (Server Keep Alive, section 3.2.2.3.14).
 #[tokio::test]
 async fn v5_keep_alive_above_maximum_gets_server_keep_alive() {
     let server = start_broker(BrokerConfig {

@@ -4,7 +4,8 @@ use tern_codec::*;
 
 use super::harness::*;
 
-/// [MQTT-3.1.0-1] [MQTT-3.1.4-5]
+/// v5: [MQTT-3.1.0-1] [MQTT-3.14.0-1]
+/// v3.1.1: [MQTT-3.1.0-1]
 #[test]
 fn a_first_packet_other_than_connect_closes_the_connection() {
     let mut h = Harness::new();
@@ -13,7 +14,8 @@ fn a_first_packet_other_than_connect_closes_the_connection() {
     assert_eq!(c.take(), vec![Out::Closed]);
 }
 
-/// [MQTT-3.1.0-2]
+/// v5: [MQTT-3.1.0-2]
+/// v3.1.1: [MQTT-3.1.0-2]
 #[test]
 fn a_second_connect_is_a_protocol_error() {
     let mut h = Harness::new();
@@ -36,7 +38,8 @@ fn a_second_connect_is_a_protocol_error() {
     );
 }
 
-/// [MQTT-3.2.0-1] [MQTT-3.2.2-2] [MQTT-3.2.2-1]
+/// v5: [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.2-2]
+/// v3.1.1: [MQTT-3.2.0-1] [MQTT-3.2.2-1]
 #[test]
 fn connack_is_the_first_packet_sent_and_clean_start_has_no_session() {
     let mut h = Harness::new();
@@ -51,7 +54,7 @@ fn connack_is_the_first_packet_sent_and_clean_start_has_no_session() {
     }
 }
 
-/// [MQTT-3.1.3-6] [MQTT-3.1.3-7] [MQTT-3.2.2-16]
+/// v5: [MQTT-3.1.3-6] [MQTT-3.1.3-7] [MQTT-3.2.2-16]
 #[test]
 fn empty_client_id_is_assigned_for_v5() {
     let mut h = Harness::new();
@@ -66,7 +69,7 @@ fn empty_client_id_is_assigned_for_v5() {
     assert_ne!(ack2.properties.assigned_client_identifier, Some(id));
 }
 
-/// [MQTT-3.1.3-7] [MQTT-3.1.3-8] [MQTT-3.1.3-9]
+/// v3.1.1: [MQTT-3.1.3-6] [MQTT-3.1.3-7] [MQTT-3.1.3-8]
 #[test]
 fn empty_client_id_needs_clean_session_in_v311() {
     let mut h = Harness::new();
@@ -82,7 +85,8 @@ fn empty_client_id_needs_clean_session_in_v311() {
     );
 }
 
-/// [MQTT-3.1.2-4] [MQTT-3.1.2-5] [MQTT-3.1.2-6] [MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3]
+/// v3.1.1: [MQTT-3.1.2-4] [MQTT-3.1.2-6] [MQTT-3.1.3-2] [MQTT-3.1.4-3] [MQTT-3.2.2-2]
+/// [MQTT-3.2.2-3] [MQTT-4.1.0-1] [MQTT-4.1.0-2]
 #[test]
 fn session_present_reflects_the_stored_session() {
     let mut h = Harness::new();
@@ -105,7 +109,7 @@ fn session_present_reflects_the_stored_session() {
     assert!(c.publishes().is_empty());
 }
 
-/// [MQTT-3.1.4-3] [MQTT-3.1.4-4] [MQTT-3.14.0-1]
+/// v5: [MQTT-3.1.2-8] [MQTT-3.1.4-3]
 #[test]
 fn a_new_connection_with_the_same_id_takes_over_and_the_old_will_is_sent() {
     let mut h = Harness::new();
@@ -128,7 +132,7 @@ fn a_new_connection_with_the_same_id_takes_over_and_the_old_will_is_sent() {
     assert_eq!(new.packets(), vec![Packet::PingResp]);
 }
 
-/// [MQTT-3.1.2-22] [MQTT-3.1.2-24] [MQTT-3.12.4-1]
+/// v5: [MQTT-3.1.2-22] [MQTT-3.2.2-22] [MQTT-3.12.4-1] [MQTT-3.14.2-1]
 #[test]
 fn keepalive_closes_after_one_and_a_half_periods_of_silence() {
     let mut h = Harness::new();
@@ -154,7 +158,9 @@ fn keepalive_closes_after_one_and_a_half_periods_of_silence() {
     );
 }
 
-/// [MQTT-3.1.2-21] [MQTT-3.2.2-21]
+/// v5: no numbered statement (Server Keep Alive, section 3.2.2.3.14).
+/// v3.1.1: no numbered statement; return code 0x02 for a refused Keep Alive is at odds with
+/// [MQTT-3.2.2-6] (see docs/conformance.md).
 #[test]
 fn server_keep_alive_caps_a_v5_client_and_refuses_a_v3_one() {
     let mut h = Harness::with(crate::BrokerConfig {
@@ -172,7 +178,7 @@ fn server_keep_alive_caps_a_v5_client_and_refuses_a_v3_one() {
     assert!(c.is_closed());
 }
 
-/// [MQTT-3.1.2-25]
+/// v5: [MQTT-3.1.4-2] [MQTT-3.2.2-7] [MQTT-4.12.0-1] [MQTT-4.12.0-4]
 #[test]
 fn an_auth_method_is_refused_with_bad_authentication_method() {
     let mut h = Harness::new();
@@ -183,7 +189,7 @@ fn an_auth_method_is_refused_with_bad_authentication_method() {
     assert!(c.is_closed());
 }
 
-/// [MQTT-4.12.0-1]
+/// v5: [MQTT-4.12.0-7]
 #[test]
 fn auth_without_a_method_is_a_protocol_error() {
     let mut h = Harness::new();
@@ -192,7 +198,7 @@ fn auth_without_a_method_is_a_protocol_error() {
     assert_eq!(c.disconnect_reason(), Some(ReasonCode::PROTOCOL_ERROR));
 }
 
-/// [MQTT-3.1.2-2] [MQTT-3.2.2-4] [MQTT-3.2.2-5]
+/// v3.1.1: [MQTT-3.1.2-2] [MQTT-3.2.2-4]
 #[test]
 fn an_unsupported_protocol_level_gets_connack_0x01_and_close() {
     let mut h = Harness::new();
@@ -212,7 +218,8 @@ fn an_unsupported_protocol_level_gets_connack_0x01_and_close() {
     }
 }
 
-/// [MQTT-4.13.1-1]
+/// v5: [MQTT-3.1.2-3] [MQTT-3.14.0-1] [MQTT-4.13.1-1]
+/// v3.1.1: [MQTT-3.1.4-1]
 #[test]
 fn a_malformed_v5_connect_gets_a_connack_with_the_reason() {
     let mut h = Harness::new();
@@ -229,7 +236,8 @@ fn a_malformed_v5_connect_gets_a_connack_with_the_reason() {
     assert_eq!(c.take(), vec![Out::Closed], "3.1.1 closes without CONNACK");
 }
 
-/// [MQTT-3.14.2-2]
+/// v5: no numbered statement (section 3.14.2.2.2: a Session Expiry Interval on DISCONNECT when
+/// CONNECT had 0 is a Protocol Error).
 #[test]
 fn disconnect_cannot_turn_on_session_expiry() {
     let mut h = Harness::new();
@@ -240,7 +248,7 @@ fn disconnect_cannot_turn_on_session_expiry() {
     assert_eq!(c.disconnect_reason(), Some(ReasonCode::PROTOCOL_ERROR));
 }
 
-/// [MQTT-3.1.2-23] [MQTT-4.1.0-1] [MQTT-4.1.0-2]
+/// v5: [MQTT-3.1.2-5] [MQTT-3.1.2-6] [MQTT-3.1.2-23] [MQTT-3.2.2-3] [MQTT-4.1.0-1] [MQTT-4.1.0-2]
 #[test]
 fn a_session_ends_when_its_expiry_interval_passes() {
     let mut h = Harness::new();
@@ -261,6 +269,7 @@ fn a_session_ends_when_its_expiry_interval_passes() {
     assert!(!ack.session_present);
 }
 
+/// v5: [MQTT-3.14.2-1]
 #[test]
 fn server_shutdown_tells_v5_clients_and_closes_all() {
     let mut h = Harness::new();

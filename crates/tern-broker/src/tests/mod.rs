@@ -1,6 +1,6 @@
 //! Rule tests of the broker core on a simulated clock, one file per area. Each test names the
 //! behaviour it proves and the spec rules it covers (`[MQTT-x.y.z-n]`), which
-//! `docs/conformance.md` is generated from.
+//! `docs/conformance.md` cites.
 
 mod harness;
 

@@ -5,7 +5,7 @@ use tern_codec::*;
 
 use super::harness::*;
 
-/// [MQTT-4.3.2-1] [MQTT-4.3.2-4] [MQTT-3.4.0-1]
+/// v5: [MQTT-2.2.1-5] [MQTT-3.3.4-1] [MQTT-4.3.2-2] [MQTT-4.3.2-4]
 #[test]
 fn qos1_is_acknowledged_and_delivered_with_a_packet_id() {
     let mut h = Harness::new();
@@ -22,7 +22,7 @@ fn qos1_is_acknowledged_and_delivered_with_a_packet_id() {
     assert!(!got[0].dup);
 }
 
-/// [MQTT-3.8.4-6] [MQTT-3.3.5-1]
+/// v3.1.1: [MQTT-3.8.4-6]
 #[test]
 fn delivery_qos_is_the_minimum_of_publish_and_subscription() {
     let mut h = Harness::new();
@@ -38,7 +38,7 @@ fn delivery_qos_is_the_minimum_of_publish_and_subscription() {
     assert_eq!(s2.publishes()[0].qos, QoS::AtLeastOnce);
 }
 
-/// [MQTT-4.3.3-2] [MQTT-4.3.3-9] [MQTT-4.3.3-10] [MQTT-3.6.4-1]
+/// v3.1.1: [MQTT-2.3.1-6] [MQTT-3.3.4-1] [MQTT-4.3.3-2]
 #[test]
 fn qos2_inbound_is_routed_exactly_once_despite_duplicates() {
     let mut h = Harness::new();
@@ -65,7 +65,7 @@ fn qos2_inbound_is_routed_exactly_once_despite_duplicates() {
     assert_eq!(sub.publishes().len(), 1);
 }
 
-/// [MQTT-3.7.4-1]
+/// v5: [MQTT-3.7.2-1] [MQTT-4.3.3-11]
 #[test]
 fn pubrel_for_an_unknown_id_gets_pubcomp_0x92() {
     let mut h = Harness::new();
@@ -80,7 +80,7 @@ fn pubrel_for_an_unknown_id_gets_pubcomp_0x92() {
     );
 }
 
-/// [MQTT-4.3.3-3] [MQTT-4.3.3-4] [MQTT-4.3.3-5]
+/// v5: [MQTT-2.2.1-5] [MQTT-3.6.2-1] [MQTT-4.3.3-4] [MQTT-4.3.3-5]
 #[test]
 fn qos2_outbound_runs_pubrec_pubrel_pubcomp() {
     let mut h = Harness::new();
@@ -96,7 +96,8 @@ fn qos2_outbound_runs_pubrec_pubrel_pubcomp() {
     assert!(h.broker.sessions.values().all(|s| s.inflight.is_empty()));
 }
 
-/// [MQTT-4.4.0-1] [MQTT-4.4.0-2] [MQTT-3.3.1-1] [MQTT-4.6.0-1] [MQTT-4.6.0-2] [MQTT-4.6.0-3]
+/// v5: [MQTT-3.1.2-5] [MQTT-3.3.1-1] [MQTT-3.6.2-1] [MQTT-4.3.2-3] [MQTT-4.3.3-3] [MQTT-4.3.3-5]
+/// [MQTT-4.3.3-6] [MQTT-4.4.0-1]
 #[test]
 fn unacknowledged_publish_and_pubrel_are_resent_in_order_on_resume() {
     let mut h = Harness::new();
@@ -135,7 +136,7 @@ fn unacknowledged_publish_and_pubrel_are_resent_in_order_on_resume() {
     }
 }
 
-/// [MQTT-3.3.4-7] [MQTT-3.3.4-8] [MQTT-4.9.0-1]
+/// v5: [MQTT-2.2.1-4] [MQTT-3.3.4-9] [MQTT-4.3.2-1] [MQTT-4.3.2-3] [MQTT-4.9.0-1] [MQTT-4.9.0-2]
 #[test]
 fn outbound_in_flight_respects_the_client_receive_maximum() {
     let mut h = Harness::new();
@@ -158,7 +159,7 @@ fn outbound_in_flight_respects_the_client_receive_maximum() {
     );
 }
 
-/// [MQTT-3.3.4-9] [MQTT-4.9.0-2]
+/// v5: [MQTT-3.3.4-7]
 #[test]
 fn exceeding_our_receive_maximum_is_disconnect_0x93() {
     let mut h = Harness::with(crate::BrokerConfig {
@@ -176,7 +177,8 @@ fn exceeding_our_receive_maximum_is_disconnect_0x93() {
     );
 }
 
-/// [MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-7] [MQTT-3.3.1-8] [MQTT-3.3.1-10] [MQTT-3.3.1-11]
+/// v3.1.1: [MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-8] [MQTT-3.3.1-9] [MQTT-3.3.1-10]
+/// [MQTT-3.3.1-11]
 #[test]
 fn retained_messages_are_stored_replaced_deleted_and_sent_on_subscribe() {
     let mut h = Harness::new();
@@ -206,7 +208,7 @@ fn retained_messages_are_stored_replaced_deleted_and_sent_on_subscribe() {
     );
 }
 
-/// [MQTT-3.3.1-12] [MQTT-3.3.1-13] [MQTT-3.8.4-4]
+/// v5: [MQTT-3.3.1-12] [MQTT-3.3.1-13]
 #[test]
 fn retain_as_published_keeps_the_flag() {
     let mut h = Harness::new();
@@ -230,7 +232,7 @@ fn retain_as_published_keeps_the_flag() {
     assert!(!s2.publishes()[0].retain);
 }
 
-/// [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11]
+/// v5: [MQTT-3.3.1-5] [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11]
 #[test]
 fn retain_handling_controls_retained_delivery_on_subscribe() {
     let mut h = Harness::new();
@@ -253,7 +255,7 @@ fn retain_handling_controls_retained_delivery_on_subscribe() {
     assert_eq!(s.publishes().len(), 0, "never");
 }
 
-/// [MQTT-4.7.2-1] [MQTT-4.7.1-1] [MQTT-4.7.1-2]
+/// v3.1.1: [MQTT-3.3.2-3] [MQTT-4.7.2-1]
 #[test]
 fn wildcards_match_levels_and_skip_dollar_topics() {
     let mut h = Harness::new();
@@ -271,7 +273,8 @@ fn wildcards_match_levels_and_skip_dollar_topics() {
     assert_eq!(got[0].topic, "a/b/c");
 }
 
-/// [MQTT-3.3.5-1] [MQTT-3.3.4-3] [MQTT-3.3.4-4] [MQTT-3.3.4-5]
+/// v5: [MQTT-3.3.4-2] [MQTT-3.3.4-3] [MQTT-3.3.4-4]
+/// v3.1.1: [MQTT-3.3.5-1]
 #[test]
 fn overlapping_subscriptions_deliver_once_at_highest_qos_with_every_identifier() {
     let mut h = Harness::new();
@@ -320,7 +323,7 @@ fn overlapping_subscriptions_deliver_once_at_highest_qos_with_every_identifier()
     assert_eq!(got[0].qos, QoS::ExactlyOnce);
 }
 
-/// [MQTT-3.8.3-3]
+/// v5: [MQTT-3.8.3-3]
 #[test]
 fn no_local_skips_the_publishers_own_subscription() {
     let mut h = Harness::new();
@@ -341,6 +344,7 @@ fn no_local_skips_the_publishers_own_subscription() {
     assert_eq!(c.publishes().len(), 1);
 }
 
+/// v5: [MQTT-3.4.2-1]
 #[test]
 fn clients_cannot_publish_to_sys_topics() {
     let mut h = Harness::new();
@@ -362,7 +366,7 @@ fn clients_cannot_publish_to_sys_topics() {
     assert!(s.publishes().is_empty());
 }
 
-/// [MQTT-3.1.2-5] [MQTT-4.5.0-1]
+/// v3.1.1: [MQTT-3.1.2-5] [MQTT-4.5.0-1]
 #[test]
 fn offline_persistent_sessions_queue_qos1_and_drop_qos0_by_default() {
     let mut h = Harness::with(crate::BrokerConfig {
@@ -385,7 +389,7 @@ fn offline_persistent_sessions_queue_qos1_and_drop_qos0_by_default() {
     assert_eq!(h.broker.stats().dropped, 3);
 }
 
-/// [MQTT-3.3.2-5] [MQTT-3.3.2-6]
+/// v5: [MQTT-3.3.2-5] [MQTT-3.3.2-6]
 #[test]
 fn message_expiry_is_decremented_and_expired_messages_are_dropped() {
     let mut h = Harness::new();
@@ -409,7 +413,7 @@ fn message_expiry_is_decremented_and_expired_messages_are_dropped() {
     assert_eq!(got[0].properties.message_expiry_interval, Some(50));
 }
 
-/// [MQTT-3.3.2-4] [MQTT-5.4.9-1]
+/// v5: [MQTT-3.4.2-1]
 #[test]
 fn payload_format_indicator_with_invalid_utf8_is_refused_with_0x99() {
     let mut h = Harness::new();
@@ -437,7 +441,8 @@ fn payload_format_indicator_with_invalid_utf8_is_refused_with_0x99() {
     );
 }
 
-/// [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17] [MQTT-3.3.2-18] [MQTT-3.3.2-19] [MQTT-3.3.2-20]
+/// v5: [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17] [MQTT-3.3.2-18]
+/// [MQTT-3.3.2-20]
 #[test]
 fn response_topic_correlation_data_and_user_properties_pass_through_in_order() {
     let mut h = Harness::new();

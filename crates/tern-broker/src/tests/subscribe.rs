@@ -2,7 +2,8 @@ use tern_codec::*;
 
 use super::harness::*;
 
-/// [MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.9.3-1] [MQTT-3.8.4-5]
+/// v5: [MQTT-2.2.1-6] [MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.8.4-5] [MQTT-3.8.4-6] [MQTT-3.8.4-7]
+/// [MQTT-3.9.3-1] [MQTT-3.9.3-2] [MQTT-4.7.1-1]
 #[test]
 fn suback_has_one_code_per_filter_in_order() {
     let mut h = Harness::new();
@@ -47,7 +48,7 @@ fn suback_has_one_code_per_filter_in_order() {
     assert_eq!(ReasonCode::TOPIC_FILTER_INVALID.to_v3_suback(), 0x80);
 }
 
-/// [MQTT-3.8.4-3]
+/// v3.1.1: [MQTT-3.8.4-3] (the replacement only; re-sent retained messages are not checked)
 #[test]
 fn resubscribing_replaces_the_subscription() {
     let mut h = Harness::new();
@@ -61,7 +62,8 @@ fn resubscribing_replaces_the_subscription() {
     assert_eq!(got[0].qos, QoS::AtMostOnce);
 }
 
-/// [MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.11.3-1]
+/// v5: [MQTT-2.2.1-6] [MQTT-3.10.4-1] [MQTT-3.10.4-2] [MQTT-3.10.4-4] [MQTT-3.10.4-5]
+/// [MQTT-3.10.4-6] [MQTT-3.11.3-1] [MQTT-3.11.3-2]
 #[test]
 fn unsubscribe_stops_delivery_and_reports_each_filter() {
     let mut h = Harness::new();
@@ -88,7 +90,7 @@ fn unsubscribe_stops_delivery_and_reports_each_filter() {
     assert!(c.publishes().is_empty());
 }
 
-/// [MQTT-4.8.2-1] [MQTT-4.8.2-2] [MQTT-4.8.2-3]
+/// v5: no numbered statement (section 4.8.2: each message goes to one member of the group).
 #[test]
 fn shared_subscriptions_round_robin_among_members() {
     let mut h = Harness::new();
@@ -111,7 +113,8 @@ fn shared_subscriptions_round_robin_among_members() {
     );
 }
 
-/// [MQTT-4.8.2-4] [MQTT-4.8.2-5]
+/// v5: no numbered statement (section 4.8.2 lets a QoS 1 message go to another member; the
+/// QoS 2 case, [MQTT-4.8.2-4] [MQTT-4.8.2-5], is not implemented: see docs/conformance.md).
 #[test]
 fn shared_messages_of_a_member_that_leaves_go_to_another_member() {
     let mut h = Harness::new();
@@ -132,7 +135,7 @@ fn shared_messages_of_a_member_that_leaves_go_to_another_member() {
     assert_eq!(redelivered[0].payload, to_a[0].payload);
 }
 
-/// [MQTT-4.8.2-6]
+/// v5: no numbered statement (retained messages are not sent to a Shared Subscription).
 #[test]
 fn shared_subscriptions_get_no_retained_messages() {
     let mut h = Harness::new();
@@ -145,7 +148,7 @@ fn shared_subscriptions_get_no_retained_messages() {
     assert!(a.publishes().is_empty());
 }
 
-/// [MQTT-3.8.3-4]
+/// v5: [MQTT-3.8.3-4]
 #[test]
 fn no_local_on_a_shared_subscription_is_a_protocol_error() {
     let mut h = Harness::new();
@@ -179,6 +182,7 @@ fn shared_subscription_from_a_v311_client_is_accepted() {
     assert_eq!(a.publishes().len(), 1);
 }
 
+/// v5: [MQTT-3.10.4-1] [MQTT-3.10.4-2]
 #[test]
 fn unsubscribing_removes_the_member_from_its_group() {
     let mut h = Harness::new();

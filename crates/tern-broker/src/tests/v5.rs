@@ -3,7 +3,7 @@ use tern_codec::*;
 
 use super::harness::*;
 
-/// [MQTT-3.3.2-7] [MQTT-3.3.2-8] [MQTT-3.3.2-10] [MQTT-3.3.2-12]
+/// v5: [MQTT-3.3.2-12]
 #[test]
 fn inbound_topic_alias_maps_and_resolves() {
     let mut h = Harness::new();
@@ -25,7 +25,7 @@ fn inbound_topic_alias_maps_and_resolves() {
     );
 }
 
-/// [MQTT-3.3.2-9] [MQTT-3.3.2-10]
+/// v5: [MQTT-3.2.2-17] [MQTT-3.3.2-8] [MQTT-3.3.2-9]
 #[test]
 fn topic_alias_zero_or_above_maximum_is_disconnect_0x94() {
     for alias in [0, 65] {
@@ -52,7 +52,7 @@ fn an_unknown_topic_alias_with_empty_topic_is_a_protocol_error() {
     assert_eq!(p.disconnect_reason(), Some(ReasonCode::PROTOCOL_ERROR));
 }
 
-/// [MQTT-3.3.2-11] [MQTT-3.3.2-13] [MQTT-3.3.2-14]
+/// v5: [MQTT-3.1.2-26] [MQTT-3.1.2-27] [MQTT-3.3.2-8] [MQTT-3.3.2-11]
 #[test]
 fn outbound_topic_aliases_are_used_when_the_client_allows_them() {
     let mut h = Harness::new();
@@ -85,7 +85,7 @@ fn outbound_topic_aliases_are_used_when_the_client_allows_them() {
     assert_eq!(plain.publishes()[0].properties.topic_alias, None);
 }
 
-/// [MQTT-3.2.2-22] [MQTT-3.1.2-19]
+/// v5: [MQTT-3.1.2-28]
 #[test]
 fn response_information_is_given_when_requested() {
     let mut h = Harness::new();
@@ -100,7 +100,7 @@ fn response_information_is_given_when_requested() {
     assert_eq!(ack.properties.response_information, None);
 }
 
-/// [MQTT-3.2.2-15] [MQTT-3.2.2-17]
+/// v5: [MQTT-3.2.2-15] [MQTT-3.2.2-17]
 #[test]
 fn connack_advertises_limits() {
     let mut h = Harness::new();
@@ -110,6 +110,7 @@ fn connack_advertises_limits() {
     assert_eq!(ack.properties.topic_alias_maximum, Some(64));
 }
 
+/// v5: [MQTT-3.3.4-6]
 #[test]
 fn publisher_subscription_identifier_is_a_protocol_error() {
     let mut h = Harness::new();

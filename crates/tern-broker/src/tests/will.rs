@@ -19,7 +19,7 @@ fn watcher(h: &mut Harness) -> Client {
     w
 }
 
-/// [MQTT-3.1.2-8] [MQTT-3.1.2-10]
+/// v5: [MQTT-3.1.2-7] [MQTT-3.1.2-8]
 #[test]
 fn will_is_published_on_abnormal_close() {
     let mut h = Harness::new();
@@ -32,7 +32,7 @@ fn will_is_published_on_abnormal_close() {
     assert_eq!(&got[0].payload[..], b"bye");
 }
 
-/// [MQTT-3.1.2-10] [MQTT-3.14.4-3]
+/// v5: [MQTT-3.1.2-8] [MQTT-3.1.2-10] [MQTT-3.14.4-3]
 #[test]
 fn will_is_not_published_on_normal_disconnect() {
     let mut h = Harness::new();
@@ -43,7 +43,7 @@ fn will_is_not_published_on_normal_disconnect() {
     assert!(w.publishes().is_empty());
 }
 
-/// [MQTT-3.14.2-1]
+/// v5: [MQTT-3.1.2-8]
 #[test]
 fn disconnect_with_will_message_publishes_the_will() {
     let mut h = Harness::new();
@@ -56,6 +56,7 @@ fn disconnect_with_will_message_publishes_the_will() {
     assert_eq!(w.publishes().len(), 1);
 }
 
+/// v5: [MQTT-3.1.2-8]
 #[test]
 fn will_is_published_on_protocol_error() {
     let mut h = Harness::new();
@@ -66,7 +67,7 @@ fn will_is_published_on_protocol_error() {
     assert_eq!(w.publishes().len(), 1);
 }
 
-/// [MQTT-3.1.2-14] [MQTT-3.1.2-15] [MQTT-3.1.2-16] [MQTT-3.1.2-17]
+/// v3.1.1: [MQTT-3.1.2-7] [MQTT-3.1.2-8] [MQTT-3.1.2-17]
 #[test]
 fn will_retain_is_honoured() {
     let mut h = Harness::new();
@@ -83,7 +84,7 @@ fn will_retain_is_honoured() {
     assert!(got[0].retain);
 }
 
-/// [MQTT-3.1.3-9]
+/// v5: [MQTT-3.1.2-8] [MQTT-3.1.3-9]
 #[test]
 fn will_delay_waits_and_a_reconnect_cancels_it() {
     let mut h = Harness::new();
@@ -98,6 +99,7 @@ fn will_delay_waits_and_a_reconnect_cancels_it() {
     assert!(w.publishes().is_empty(), "cancelled by the reconnect");
 }
 
+/// v5: [MQTT-3.1.2-8]
 #[test]
 fn will_delay_publishes_after_the_delay() {
     let mut h = Harness::new();
@@ -110,6 +112,7 @@ fn will_delay_publishes_after_the_delay() {
     assert_eq!(w.publishes().len(), 1);
 }
 
+/// v5: [MQTT-3.1.2-8]
 #[test]
 fn will_is_published_at_session_end_when_that_comes_before_the_delay() {
     let mut h = Harness::new();
@@ -123,6 +126,7 @@ fn will_is_published_at_session_end_when_that_comes_before_the_delay() {
     assert_eq!(h.broker.stats().sessions, 1, "only the watcher is left");
 }
 
+/// v5: [MQTT-3.1.3-9]
 #[test]
 fn takeover_resuming_the_session_cancels_a_delayed_will() {
     let mut h = Harness::new();
