@@ -3,7 +3,11 @@
 //!
 //! The edge only moves bytes and events: it decodes packets with `tern-codec`, hands them to
 //! the core, and writes what the core sends. It never implements a protocol rule itself.
+//!
+//! [`bench`] is the load tool behind `tern bench`; it talks to a broker only through
+//! `tern-client`.
 
+pub mod bench;
 pub mod config;
 pub mod server;
 
