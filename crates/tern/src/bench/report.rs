@@ -75,6 +75,14 @@ impl BenchReport {
     }
 }
 
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn latency_row(f: &mut fmt::Formatter<'_>, name: &str, l: &Latency) -> fmt::Result {
     writeln!(
         f,
@@ -108,8 +116,10 @@ impl fmt::Display for BenchReport {
             )?,
             Some(_) => writeln!(
                 f,
-                "  {:<20} {publishers} publishers, {subscribers} subscribers, rate {}, warm-up {} s, measured {} s",
+                "  {:<20} {}, {}, rate {}, warm-up {} s, measured {} s",
                 "clients",
+                plural(publishers, "publisher"),
+                plural(subscribers, "subscriber"),
                 if p.rate == 0 {
                     "max".to_string()
                 } else {
