@@ -191,7 +191,15 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
         }
     }
     published.sort_by_key(|(id, _)| *id);
-    let measured_of = |id: u32| published.get(id as usize).map_or(0, |(_, p)| p.measured());
+    // Look publishers up by id: a publisher task that failed leaves no entry.
+    let by_id = |id: u32| {
+        published
+            .binary_search_by_key(&id, |(i, _)| *i)
+            .ok()
+            .and_then(|at| published.get(at))
+            .map(|(_, p)| p)
+    };
+    let measured_of = |id: u32| by_id(id).map_or(0, Published::measured);
     let expected: u64 = topo
         .expected
         .iter()
@@ -231,7 +239,7 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
         stats.duplicated += r.duplicated;
         stats.out_of_order += r.out_of_order;
         for &id in expected {
-            let Some((_, p)) = published.get(id as usize) else {
+            let Some(p) = by_id(id) else {
                 continue;
             };
             let Some(first) = p.first_measured else {
