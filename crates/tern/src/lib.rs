@@ -3,9 +3,13 @@
 //!
 //! The edge only moves bytes and events: it decodes packets with `tern-codec`, hands them to
 //! the core, and writes what the core sends. It never implements a protocol rule itself.
+//!
+//! [`bench`] is the load tool behind `tern bench`; it talks to a broker only through
+//! `tern-client`.
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod config;
 pub mod server;
 

@@ -1,15 +1,16 @@
-//! The `tern` command: runs the broker (`tern serve`, the default) or prints the reference
-//! config (`tern config`).
+//! The `tern` command: runs the broker (`tern serve`, the default), prints the reference
+//! config (`tern config`) or loads a broker (`tern bench`).
 //!
 //! This file owns the CLI, logging setup, the runtime and signal handling. It must not touch
 //! connections or protocol rules; those live in the library.
 
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use tern::bench::{BenchConfig, Scenario};
 use tern::config::{ListenerConfig, reference_config};
 use tern::{Config, Server};
 use tracing_subscriber::EnvFilter;
@@ -31,6 +32,92 @@ enum Command {
     Serve(ServeArgs),
     /// Print the reference config file: every key, its default and what it does.
     Config,
+    /// Load a broker with one benchmark scenario and report rates, latency and losses.
+    Bench(BenchArgs),
+}
+
+/// The benchmark scenarios, in the shapes of the Open MQTT Benchmark Suite.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ScenarioArg {
+    /// Open --connections connections, report the connect rate, hold them for --duration.
+    Conn,
+    /// --publishers publishers, no subscribers.
+    Pub,
+    /// --subscribers subscribers fed by --publishers publishers on the same topics.
+    Sub,
+    /// --publishers publishers to one subscriber of bench/fanin/+ (or --shared N members).
+    Fanin,
+    /// --publishers (default 1) publishers to --subscribers subscribers of one topic.
+    Fanout,
+    /// --pairs pairs: publisher i to subscriber i on its own topic.
+    P2p,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// The scenario to run.
+    #[arg(value_enum)]
+    scenario: ScenarioArg,
+    /// Broker host name or address.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Broker port.
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Broker HOST:PORT; overrides --host and --port.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
+    /// Local source addresses to spread connections over (comma separated).
+    #[arg(long = "source", value_delimiter = ',', value_name = "IP,...")]
+    sources: Vec<IpAddr>,
+    /// conn: connections to open [default: 100].
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Publishers [default: 10; fanout 1].
+    #[arg(long)]
+    publishers: Option<usize>,
+    /// Subscribers for sub and fanout [default: 10].
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// p2p: publisher/subscriber pairs [default: 10].
+    #[arg(long)]
+    pairs: Option<usize>,
+    /// fanin: N subscribers sharing $share/bench/bench/fanin/+ instead of one plain subscriber.
+    #[arg(long, value_name = "N")]
+    shared: Option<usize>,
+    /// Messages per second per publisher; 0 = as fast as the in-flight window allows.
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
+    /// Most QoS 1/2 messages in flight per publisher (the broker's Receive Maximum also applies).
+    #[arg(long, default_value_t = 64)]
+    inflight: u16,
+    /// QoS of publishes and subscriptions.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Payload size in bytes (at least 20: publisher id, sequence number, send time).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// MQTT version: 3 (3.1), 4 (3.1.1) or 5.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(3..=5))]
+    mqtt: u8,
+    /// Measured seconds (conn: seconds to hold the connections).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds at most to wait for in-flight messages after publishing stops.
+    #[arg(long, default_value_t = 2.0)]
+    drain: f64,
+    /// Connections opened at the same time during set-up.
+    #[arg(long, default_value_t = 100)]
+    connect_concurrency: usize,
+    /// Print one JSON object (parameters and figures) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// No progress line on stderr.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Bench(args)) => bench(args),
         None => serve(cli.serve),
     }
 }
@@ -93,6 +181,55 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let target = args
+        .addr
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", args.host, args.port));
+    let addr = target
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve `{target}`"))?
+        .next()
+        .with_context(|| format!("`{target}` resolves to no address"))?;
+    let scenario = match args.scenario {
+        ScenarioArg::Conn => Scenario::Conn,
+        ScenarioArg::Pub => Scenario::Pub,
+        ScenarioArg::Sub => Scenario::Sub,
+        ScenarioArg::Fanin => Scenario::Fanin,
+        ScenarioArg::Fanout => Scenario::Fanout,
+        ScenarioArg::P2p => Scenario::P2p,
+    };
+    let mut config = BenchConfig::new(scenario, addr);
+    config.sources = args.sources;
+    config.connections = args.connections.unwrap_or(config.connections);
+    config.publishers = args.publishers.unwrap_or(config.publishers);
+    config.subscribers = args.subscribers.unwrap_or(config.subscribers);
+    config.pairs = args.pairs.unwrap_or(config.pairs);
+    config.shared = args.shared.unwrap_or(config.shared);
+    config.rate = args.rate;
+    config.inflight = args.inflight;
+    config.qos = args.qos;
+    config.size = args.size;
+    config.mqtt = args.mqtt;
+    config.duration_secs = args.duration;
+    config.warmup_secs = args.warmup;
+    config.drain_secs = args.drain;
+    config.connect_concurrency = args.connect_concurrency;
+    config.progress = !args.quiet;
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(tern::bench::run(config))?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {

@@ -1,0 +1,436 @@
+//! The message scenarios (`pub`, `sub`, `fanin`, `fanout`, `p2p`): who publishes where, who
+//! subscribes to what, and the timeline: set up, warm up, measure, drain, report.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tern_client::{Client, QoS};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::conn::{conn_stats, connect_many, disconnect_all};
+use super::payload::{Header, instant_at, now_ns};
+use super::report::{BenchReport, ConnStats, MessageStats};
+use super::stats::{Counted, Latency, Recorder, new_histogram};
+use super::{BenchConfig, BenchError, Scenario};
+
+/// Who publishes where and who receives what.
+struct Topology {
+    /// Topic of each publisher (its index is its id).
+    publishers: Vec<String>,
+    /// Each subscriber's filter and the recorder it reports to.
+    subscribers: Vec<(String, usize)>,
+    /// For each recorder, the publishers whose every message it should receive.
+    expected: Vec<Vec<u32>>,
+}
+
+impl Topology {
+    fn of(config: &BenchConfig) -> Topology {
+        let (p, s) = config.roles();
+        let ids = |n: usize| (0..n).map(|i| u32::try_from(i).unwrap_or(u32::MAX));
+        let topics = |name: &str| (0..p).map(|i| format!("bench/{name}/{i}")).collect();
+        match config.scenario {
+            Scenario::Conn | Scenario::Pub => Topology {
+                publishers: topics("pub"),
+                subscribers: Vec::new(),
+                expected: Vec::new(),
+            },
+            Scenario::Sub => Topology {
+                publishers: topics("sub"),
+                subscribers: (0..s)
+                    .map(|j| (format!("bench/sub/{}", j % p), j))
+                    .collect(),
+                expected: ids(s).map(|j| vec![j % p as u32]).collect(),
+            },
+            Scenario::Fanin => {
+                let filter = if config.shared > 0 {
+                    "$share/bench/bench/fanin/+"
+                } else {
+                    "bench/fanin/+"
+                };
+                Topology {
+                    publishers: topics("fanin"),
+                    subscribers: (0..s).map(|_| (filter.to_string(), 0)).collect(),
+                    expected: vec![ids(p).collect()],
+                }
+            }
+            Scenario::Fanout => Topology {
+                publishers: (0..p).map(|_| "bench/fanout".to_string()).collect(),
+                subscribers: (0..s).map(|j| ("bench/fanout".to_string(), j)).collect(),
+                expected: (0..s).map(|_| ids(p).collect()).collect(),
+            },
+            Scenario::P2p => Topology {
+                publishers: topics("p2p"),
+                subscribers: (0..s).map(|i| (format!("bench/p2p/{i}"), i)).collect(),
+                expected: ids(s).map(|i| vec![i]).collect(),
+            },
+        }
+    }
+}
+
+/// Counters every task adds to, read by the progress line and the drain.
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    received: AtomicU64,
+    /// Measured deliveries that were not duplicates.
+    distinct: AtomicU64,
+}
+
+/// The timeline, in nanoseconds since the epoch.
+#[derive(Clone, Copy)]
+struct Timeline {
+    start: u64,
+    warmup_end: u64,
+    stop: u64,
+}
+
+/// What a publisher did.
+struct Published {
+    client: Client,
+    /// Messages sent; the last sequence number is `total - 1`.
+    total: u64,
+    /// Sequence number of the first message sent after the warm-up.
+    first_measured: Option<u64>,
+    errors: u64,
+}
+
+impl Published {
+    /// Messages sent after the warm-up.
+    fn measured(&self) -> u64 {
+        self.first_measured.map_or(0, |f| self.total - f)
+    }
+}
+
+fn lock(r: &Mutex<Recorder>) -> MutexGuard<'_, Recorder> {
+    r.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs a message scenario.
+pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
+    let started = Instant::now();
+    let topo = Topology::of(&config);
+    let qos = config.qos();
+    let prefix = format!("tb{}", std::process::id());
+
+    let (sub_attempts, sub_secs) =
+        connect_many(&config, &format!("{prefix}s"), topo.subscribers.len(), 0).await;
+    let subscribers = setup(sub_attempts, "subscriber")?;
+    for (index, ((client, _), (filter, _))) in subscribers.iter().zip(&topo.subscribers).enumerate()
+    {
+        client
+            .subscribe(filter.clone(), qos)
+            .await
+            .map_err(|source| BenchError::Setup {
+                role: "subscriber",
+                index,
+                source,
+            })?;
+    }
+    let (pub_attempts, pub_secs) = connect_many(
+        &config,
+        &format!("{prefix}p"),
+        topo.publishers.len(),
+        topo.subscribers.len(),
+    )
+    .await;
+    let publishers = setup(pub_attempts, "publisher")?;
+    let conns = merge_conn_stats(&subscribers, &publishers, sub_secs + pub_secs);
+
+    let start = now_ns() + 10_000_000;
+    let warmup_end = start + BenchConfig::duration(config.warmup_secs).as_nanos() as u64;
+    let time = Timeline {
+        start,
+        warmup_end,
+        stop: warmup_end + BenchConfig::duration(config.duration_secs).as_nanos() as u64,
+    };
+    let drain = BenchConfig::duration(config.drain_secs);
+    let counters = Arc::new(Counters::default());
+    let recorders: Vec<Arc<Mutex<Recorder>>> = topo
+        .expected
+        .iter()
+        .map(|_| Arc::new(Mutex::new(Recorder::new(warmup_end))))
+        .collect();
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut sub_tasks = JoinSet::new();
+    for ((client, _), (_, recorder)) in subscribers.into_iter().zip(&topo.subscribers) {
+        sub_tasks.spawn(subscriber(
+            client,
+            recorders[*recorder].clone(),
+            counters.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let mut pub_tasks = JoinSet::new();
+    for (id, ((client, _), topic)) in publishers.into_iter().zip(topo.publishers).enumerate() {
+        pub_tasks.spawn(publisher(
+            client,
+            u32::try_from(id).unwrap_or(u32::MAX),
+            topic,
+            config.clone(),
+            time,
+            counters.clone(),
+        ));
+    }
+    let progress = config.progress.then(|| {
+        tokio::spawn(progress(
+            counters.clone(),
+            recorders.clone(),
+            time,
+            stop_rx.clone(),
+        ))
+    });
+
+    let mut published: Vec<(u32, Published)> = Vec::new();
+    while let Some(joined) = pub_tasks.join_next().await {
+        if let Ok(p) = joined {
+            published.push(p);
+        }
+    }
+    published.sort_by_key(|(id, _)| *id);
+    // Look publishers up by id: a publisher task that failed leaves no entry.
+    let by_id = |id: u32| {
+        published
+            .binary_search_by_key(&id, |(i, _)| *i)
+            .ok()
+            .and_then(|at| published.get(at))
+            .map(|(_, p)| p)
+    };
+    let measured_of = |id: u32| by_id(id).map_or(0, Published::measured);
+    let expected: u64 = topo
+        .expected
+        .iter()
+        .flatten()
+        .map(|&id| measured_of(id))
+        .sum();
+
+    // Drain: wait for the deliveries still on their way, within the drain period.
+    let drain_end = instant_at(time.stop).max(std::time::Instant::now()) + drain;
+    while counters.distinct.load(Ordering::Relaxed) < expected && Instant::now() < drain_end {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut clients = Vec::new();
+    while let Some(joined) = sub_tasks.join_next().await {
+        if let Ok(client) = joined {
+            clients.push(client);
+        }
+    }
+    if let Some(progress) = progress {
+        let _ = progress.await;
+    }
+
+    let mut latency = new_histogram();
+    let mut stats = MessageStats {
+        sent: published.iter().map(|(_, p)| p.measured()).sum(),
+        sent_total: published.iter().map(|(_, p)| p.total).sum(),
+        expected,
+        publish_errors: published.iter().map(|(_, p)| p.errors).sum(),
+        ..MessageStats::default()
+    };
+    let mut gaps = 0;
+    for (recorder, expected) in recorders.iter().zip(&topo.expected) {
+        let r = lock(recorder);
+        let _ = latency.add(&r.latency);
+        stats.received += r.received;
+        stats.duplicated += r.duplicated;
+        stats.out_of_order += r.out_of_order;
+        for &id in expected {
+            let Some(p) = by_id(id) else {
+                continue;
+            };
+            let Some(first) = p.first_measured else {
+                continue;
+            };
+            let last = p.total - 1;
+            gaps += r
+                .streams
+                .get(&id)
+                .map_or(last - first + 1, |s| s.missing(first, last));
+        }
+    }
+    stats.lost = if qos == QoS::AtMostOnce {
+        expected.saturating_sub(stats.received - stats.duplicated)
+    } else {
+        gaps
+    };
+    stats.latency_us = Latency::of(&latency);
+    let secs = config.duration_secs;
+    stats.send_rate = stats.sent as f64 / secs;
+    stats.recv_rate = stats.received as f64 / secs;
+
+    let mut conns = conns;
+    clients.extend(published.into_iter().map(|(_, p)| p.client));
+    conns.open_at_end = clients.iter().filter(|c| !c.is_closed()).count();
+    disconnect_all(clients).await;
+    Ok(BenchReport {
+        parameters: config,
+        connections: conns,
+        messages: Some(stats),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The clients of `attempts`, or the first failure.
+fn setup(
+    attempts: Vec<super::conn::Attempt>,
+    role: &'static str,
+) -> Result<Vec<(Client, u64)>, BenchError> {
+    attempts
+        .into_iter()
+        .map(|(index, a)| {
+            a.map_err(|source| BenchError::Setup {
+                role,
+                index,
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Connection figures over both roles.
+fn merge_conn_stats(subs: &[(Client, u64)], pubs: &[(Client, u64)], secs: f64) -> ConnStats {
+    let mut latency = new_histogram();
+    for (_, micros) in subs.iter().chain(pubs) {
+        let _ = latency.record((*micros).max(1));
+    }
+    let n = subs.len() + pubs.len();
+    let (mut stats, _) = conn_stats(Vec::new(), secs);
+    stats.attempted = n;
+    stats.opened = n;
+    stats.connect_rate = if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    stats.connect_latency_us = Latency::of(&latency);
+    stats
+}
+
+/// Receives until told to stop, recording every delivery.
+async fn subscriber(
+    mut client: Client,
+    recorder: Arc<Mutex<Recorder>>,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) -> Client {
+    let mut seen = HashMap::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            message = client.recv() => {
+                let Some(message) = message else { break };
+                let counted = lock(&recorder).record(&message.payload, now_ns(), &mut seen);
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                if counted == Counted::New {
+                    counters.distinct.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    client
+}
+
+/// Publishes from `time.start` to `time.stop` at the configured rate, then waits (at most the
+/// drain period) for its QoS 1 and 2 messages in flight.
+async fn publisher(
+    client: Client,
+    id: u32,
+    topic: String,
+    config: BenchConfig,
+    time: Timeline,
+    counters: Arc<Counters>,
+) -> (u32, Published) {
+    let qos = config.qos();
+    let mut seq: u64 = 0;
+    let mut first_measured = None;
+    let mut errors = 0;
+    tokio::time::sleep_until(instant_at(time.start).into()).await;
+    loop {
+        let now = now_ns();
+        if now >= time.stop {
+            break;
+        }
+        if config.rate > 0 {
+            let due = time.start
+                + u64::try_from(u128::from(seq) * 1_000_000_000 / u128::from(config.rate))
+                    .unwrap_or(u64::MAX);
+            if due > now {
+                tokio::time::sleep_until(instant_at(due.min(time.stop)).into()).await;
+                continue;
+            }
+        }
+        let payload = Header {
+            publisher: id,
+            seq,
+            sent_ns: now,
+        }
+        .encode(config.size);
+        if client
+            .publish_pipelined(topic.as_str(), payload, qos, false)
+            .await
+            .is_err()
+        {
+            errors += 1;
+            break;
+        }
+        if now >= time.warmup_end && first_measured.is_none() {
+            first_measured = Some(seq);
+        }
+        seq += 1;
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    let drain = BenchConfig::duration(config.drain_secs);
+    let _ = tokio::time::timeout(drain, client.wait_in_flight()).await;
+    let published = Published {
+        client,
+        total: seq,
+        first_measured,
+        errors,
+    };
+    (id, published)
+}
+
+/// Prints sent/s, received/s and the p99 so far on stderr every second.
+async fn progress(
+    counters: Arc<Counters>,
+    recorders: Vec<Arc<Mutex<Recorder>>>,
+    time: Timeline,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let (mut last_sent, mut last_received) = (0, 0);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {}
+        }
+        let sent = counters.sent.load(Ordering::Relaxed);
+        let received = counters.received.load(Ordering::Relaxed);
+        let mut latency = new_histogram();
+        for r in &recorders {
+            let _ = latency.add(&lock(r).latency);
+        }
+        let now = now_ns();
+        let phase = if now < time.warmup_end {
+            "warm-up"
+        } else if now < time.stop {
+            "measure"
+        } else {
+            "drain"
+        };
+        let p99 = if latency.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} us", latency.value_at_quantile(0.99))
+        };
+        eprintln!(
+            "[{phase:>7} {:>6.1}s] sent {:>9}/s  recv {:>9}/s  p99 {p99}",
+            now.saturating_sub(time.start) as f64 / 1e9,
+            sent - last_sent,
+            received - last_received,
+        );
+        (last_sent, last_received) = (sent, received);
+    }
+}
