@@ -22,6 +22,7 @@ pub mod config;
 mod connect;
 mod publish_in;
 mod publish_out;
+pub mod persist;
 pub mod retained;
 pub mod session;
 mod subscribe;
