@@ -20,9 +20,10 @@
 pub mod broker;
 pub mod config;
 mod connect;
+mod durable;
+pub mod persist;
 mod publish_in;
 mod publish_out;
-pub mod persist;
 pub mod retained;
 pub mod session;
 mod subscribe;
@@ -30,5 +31,6 @@ pub mod topic_index;
 
 pub use broker::{Broker, ConnId, Outlet, Stats};
 pub use config::BrokerConfig;
+pub use durable::PersistMode;
 #[cfg(test)]
 mod tests;

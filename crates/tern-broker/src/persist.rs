@@ -27,6 +27,8 @@ use crate::session::{Message, OutState, SubEntry, Will};
 pub type Ticket = u64;
 
 /// One durable change.
+// Session records are large but rare next to deliveries; boxing would not pay for itself.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum StoreOp {
     /// Store (or replace) the retained message of `msg.topic`.
