@@ -3,7 +3,9 @@
 //! and read back a store of many small records.
 //!
 //! Run with `cargo bench -p tern-store --bench engines` (set `TERN_BENCH_SECS` to change the
-//! seconds spent per row, `TERN_BENCH_RECORDS` the size of the load test). Prints a table.
+//! seconds spent per row, `TERN_BENCH_RECORDS` the size of the load test, `TERN_BENCH_DIR` where
+//! the databases go; by default under the target directory). Prints a table. Under `cargo test
+//! --benches` it makes one quick pass so that it keeps compiling and running.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -51,7 +53,11 @@ impl Workload {
         if self.puts_only || self.step % 2 == 1 || self.deleted >= self.put {
             let n = self.put;
             self.put += 1;
-            let value = if n % 2 == 0 { &self.small } else { &self.large };
+            let value = if n.is_multiple_of(2) {
+                &self.small
+            } else {
+                &self.large
+            };
             Op::Put(key(n % CLIENTS, n / CLIENTS), value)
         } else {
             let n = self.deleted;
@@ -227,10 +233,10 @@ fn load<E: Engine>(records: u64) -> (Duration, Duration, Duration) {
 }
 
 fn bench_dir() -> std::path::PathBuf {
-    // Under the target dir: on the same file system as the project, not a tmpfs.
-    let dir = std::env::var_os("TERN_BENCH_DIR")
+    // Under the target dir by default: on a real disk, not a tmpfs.
+    let dir: std::path::PathBuf = std::env::var_os("TERN_BENCH_DIR")
         .map(Into::into)
-        .unwrap_or_else(|| std::env::current_dir().expect("cwd").join("target-bench"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("engines"));
     std::fs::create_dir_all(&dir).expect("bench dir");
     dir
 }
@@ -263,7 +269,10 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: run a token pass then.
     let benching = std::env::args().any(|a| a == "--bench");
     let secs = env_u64("TERN_BENCH_SECS", if benching { 5 } else { 0 });
-    let records = env_u64("TERN_BENCH_RECORDS", if benching { 1_000_000 } else { 1000 });
+    let records = env_u64(
+        "TERN_BENCH_RECORDS",
+        if benching { 1_000_000 } else { 1000 },
+    );
     println!("| engine   | what | rate | rate |");
     println!("|---|---|---|---|");
     run::<Redb>(secs, records);

@@ -47,7 +47,9 @@ pub struct DiskStore {
 
 impl std::fmt::Debug for DiskStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskStore").field("file", &self.file).finish()
+        f.debug_struct("DiskStore")
+            .field("file", &self.file)
+            .finish()
     }
 }
 
@@ -299,9 +301,7 @@ impl DiskStore {
                             .map_err(self.engine(op))?;
                     }
                     StoreOp::DeleteRetained(topic) => {
-                        retained
-                            .remove(topic.as_bytes())
-                            .map_err(self.engine(op))?;
+                        retained.remove(topic.as_bytes()).map_err(self.engine(op))?;
                     }
                     StoreOp::PutSession(r) => {
                         if !format::client_id_fits(&r.client_id) {
@@ -335,7 +335,10 @@ impl DiskStore {
                         check(&sessions, client_id)?;
                         let v = format::encode_delivery(delivery, a);
                         deliveries
-                            .insert(format::delivery_key(client_id, *seq).as_slice(), v.as_slice())
+                            .insert(
+                                format::delivery_key(client_id, *seq).as_slice(),
+                                v.as_slice(),
+                            )
                             .map_err(self.engine(op))?;
                     }
                     StoreOp::DeleteDelivery { client_id, seq } => {
@@ -351,7 +354,10 @@ impl DiskStore {
                     } => {
                         check(&sessions, client_id)?;
                         inbound
-                            .insert(format::inbound_key(client_id, *packet_id).as_slice(), &[][..])
+                            .insert(
+                                format::inbound_key(client_id, *packet_id).as_slice(),
+                                &[][..],
+                            )
                             .map_err(self.engine(op))?;
                     }
                     StoreOp::DeleteInbound {

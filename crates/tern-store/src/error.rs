@@ -32,7 +32,9 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The file is not a database this build can open (damaged, truncated, or not a Tern store).
-    #[error("cannot open the store at {path}: {reason}; the file is damaged or not a Tern store: {MOVE_ASIDE}")]
+    #[error(
+        "cannot open the store at {path}: {reason}; the file is damaged or not a Tern store: {MOVE_ASIDE}"
+    )]
     Unreadable {
         /// The database file.
         path: PathBuf,

@@ -139,7 +139,10 @@ pub(crate) fn encode_delivery(d: &StoredDelivery, anchor: &Anchor) -> Vec<u8> {
 }
 
 /// Decodes a delivery.
-pub(crate) fn decode_delivery(value: &[u8], anchor: &Anchor) -> Result<StoredDelivery, DecodeError> {
+pub(crate) fn decode_delivery(
+    value: &[u8],
+    anchor: &Anchor,
+) -> Result<StoredDelivery, DecodeError> {
     let mut r = Reader::new(value);
     r.version()?;
     let qos = r.qos()?;

@@ -39,5 +39,7 @@ pub trait Store: Send {
 
 /// The reason given when a delivery or inbound id has no session to belong to.
 pub(crate) fn orphan_reason(client_id: &str) -> String {
-    format!("a delivery or inbound identifier for client {client_id:?}, which has no session record")
+    format!(
+        "a delivery or inbound identifier for client {client_id:?}, which has no session record"
+    )
 }

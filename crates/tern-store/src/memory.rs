@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tern_broker::persist::SessionRecord;
 use tern_broker::persist::{Snapshot, StoreOp, StoredDelivery, StoredSession};
 use tern_broker::session::Message;
-use tern_broker::persist::SessionRecord;
 
 use crate::{Store, StoreError};
 
@@ -109,7 +109,11 @@ impl Store for MemoryStore {
                     self.sessions.remove(id);
                     let from = (id.clone(), 0);
                     let to = (id.clone(), u64::MAX);
-                    let keys: Vec<_> = self.deliveries.range(from..=to).map(|(k, _)| k.clone()).collect();
+                    let keys: Vec<_> = self
+                        .deliveries
+                        .range(from..=to)
+                        .map(|(k, _)| k.clone())
+                        .collect();
                     for k in keys {
                         self.deliveries.remove(&k);
                     }

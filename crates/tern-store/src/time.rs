@@ -29,7 +29,7 @@ impl Anchor {
 
     /// Wall-clock milliseconds since the Unix epoch of `t` (0 for times before the epoch,
     /// `u64::MAX` past the representable range).
-    pub(crate) fn to_wall_ms(&self, t: Instant) -> u64 {
+    pub(crate) fn to_wall_ms(self, t: Instant) -> u64 {
         let wall = if t >= self.instant {
             self.wall.checked_add(t - self.instant)
         } else {
@@ -48,13 +48,16 @@ impl Anchor {
     /// The `Instant` of wall-clock `ms` since the Unix epoch. A time already past maps to the
     /// anchor or earlier (never later than now); a time too far ahead to represent maps to the
     /// latest representable time this side of it.
-    pub(crate) fn to_instant(&self, ms: u64) -> Instant {
+    pub(crate) fn to_instant(self, ms: u64) -> Instant {
         let target = UNIX_EPOCH.checked_add(Duration::from_millis(ms));
         match target.map(|t| t.duration_since(self.wall)) {
             Some(Ok(ahead)) => self
                 .instant
                 .checked_add(ahead)
-                .or_else(|| self.instant.checked_add(Duration::from_secs(u64::from(u32::MAX))))
+                .or_else(|| {
+                    self.instant
+                        .checked_add(Duration::from_secs(u64::from(u32::MAX)))
+                })
                 .unwrap_or(self.instant),
             Some(Err(behind)) => self
                 .instant
