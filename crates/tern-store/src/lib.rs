@@ -11,6 +11,8 @@
 //! differently versioned file is an error naming the file, left as it was); panic on any bytes
 //! read from disk; spawn threads or use an async runtime (the caller runs it on its own thread).
 
+#![warn(missing_docs)]
+
 mod disk;
 mod error;
 mod format;
