@@ -9,6 +9,7 @@ pub mod server;
 
 mod conn;
 mod listener;
+mod persistence;
 mod shared;
 mod shutdown;
 mod timer;
