@@ -17,6 +17,8 @@
 //! window, acks), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE, shared groups), `session.rs` (per-client
 //! state), `topic_index.rs` and `retained.rs` (the two tries).
 
+#![warn(missing_docs)]
+
 pub mod broker;
 pub mod config;
 mod connect;

@@ -4,6 +4,8 @@
 //! The edge only moves bytes and events: it decodes packets with `tern-codec`, hands them to
 //! the core, and writes what the core sends. It never implements a protocol rule itself.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod server;
 

@@ -45,23 +45,22 @@ impl Disconnect {
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
         if !version.is_v5() {
             0
-        } else if !self.properties.is_empty() {
+        } else if self.reason != ReasonCode::SUCCESS || !self.properties.is_empty() {
             1 + self.properties.wire_len()
         } else {
-            usize::from(self.reason != ReasonCode::SUCCESS)
+            0
         }
     }
 
-    /// Writes the body for `version`, omitting what a SUCCESS without properties needs not.
+    /// Writes the body for `version`: nothing for a SUCCESS without properties, otherwise the
+    /// reason and the property length (even when 0: the short form without it is valid, but
+    /// some clients, rumqttc 0.25 among them, wait for the property length that is not coming).
     pub(crate) fn encode_body(&self, version: ProtocolVersion, out: &mut BytesMut) {
         if !version.is_v5() {
             return;
         }
-        let has_props = !self.properties.is_empty();
-        if has_props || self.reason != ReasonCode::SUCCESS {
+        if self.reason != ReasonCode::SUCCESS || !self.properties.is_empty() {
             out.put_u8(self.reason.0);
-        }
-        if has_props {
             self.properties.encode(out);
         }
     }
@@ -90,7 +89,7 @@ mod tests {
     }
 
     #[test]
-    fn v5_success_disconnect_is_empty() {
+    fn v5_success_disconnect_is_empty_and_a_reason_carries_a_property_length() {
         assert_eq!(
             encode(&Packet::Disconnect(Disconnect::default()), V5),
             [0xE0, 0]
@@ -100,7 +99,7 @@ mod tests {
                 &Packet::Disconnect(Disconnect::new(ReasonCode::UNSPECIFIED_ERROR)),
                 V5
             ),
-            [0xE0, 1, 0x80]
+            [0xE0, 2, 0x80, 0]
         );
     }
 
