@@ -3,13 +3,15 @@
 //! `publish_out.rs`, `subscribe.rs`). It owns no socket: packets leave through each connection's
 //! [`Outlet`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tern_codec::{Disconnect, Packet, ProtocolVersion, ReasonCode, Violation};
 
 use crate::BrokerConfig;
+use crate::durable::{Journal, send_after};
+use crate::persist::{StoreOp, Ticket};
 use crate::retained::RetainedTree;
 use crate::session::{GroupId, Message, Session, SessionId, SubEntry};
 use crate::topic_index::TopicIndex;
@@ -79,6 +81,8 @@ pub(crate) struct Conn<O> {
     pub aliases_in: HashMap<u16, String>,
     /// Outbound topic aliases: topic → alias.
     pub aliases_out: HashMap<String, u16>,
+    /// Packets waiting for a store batch to be durable, in sending order (see `durable.rs`).
+    pub held: VecDeque<(Ticket, Packet)>,
 }
 
 /// A shared subscription `$share/{name}/{filter}` and its members.
@@ -114,6 +118,10 @@ pub struct Broker<O: Outlet> {
     pub(crate) retained: RetainedTree<Arc<Message>>,
     pub(crate) timers: BTreeSet<(Instant, Timer)>,
     pub(crate) stats: Stats,
+    /// Store operations waiting to be handed to the edge.
+    pub(crate) journal: Journal,
+    /// Connections with held packets.
+    pub(crate) holding: Vec<ConnId>,
     next_conn: u64,
     next_session: u64,
     next_group: u64,
@@ -140,6 +148,8 @@ impl<O: Outlet> Broker<O> {
             retained: RetainedTree::new(),
             timers: BTreeSet::new(),
             stats: Stats::default(),
+            journal: Journal::default(),
+            holding: Vec::new(),
             next_conn: 1,
             next_session: 1,
             next_group: 1,
@@ -183,6 +193,7 @@ impl<O: Outlet> Broker<O> {
                 problem_info: true,
                 aliases_in: HashMap::new(),
                 aliases_out: HashMap::new(),
+                held: VecDeque::new(),
             },
         );
         id
@@ -421,6 +432,9 @@ impl<O: Outlet> Broker<O> {
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
+        // Held packets promise what is not yet durable: they are never sent. The client
+        // resends its unacknowledged messages, and ours stay in the session.
+        c.held.clear();
         if let Some(reason) = how.disconnect
             && c.version.is_v5()
             && c.session.is_some()
@@ -474,6 +488,8 @@ impl<O: Outlet> Broker<O> {
         self.redispatch_shared(now, sid);
         if expiry == 0 {
             self.end_session(now, sid);
+        } else {
+            self.persist_session(sid);
         }
     }
 
@@ -491,6 +507,10 @@ impl<O: Outlet> Broker<O> {
         }
         if self.by_client_id.get(&s.client_id) == Some(&sid) {
             self.by_client_id.remove(&s.client_id);
+        }
+        if s.stored {
+            self.journal
+                .push(StoreOp::DeleteSession(s.client_id.clone()));
         }
         let pending: Vec<_> = s
             .inflight
@@ -555,5 +575,6 @@ pub(crate) fn send_on<O: Outlet>(c: &mut Conn<O>, mut packet: Packet) {
             return;
         }
     }
-    c.outlet.send(packet);
+    // Never starts holding (no wait of its own), but queues behind held packets.
+    send_after(c, packet, None);
 }

@@ -182,6 +182,7 @@ impl<O: Outlet> Broker<O> {
             }),
         );
         // [MQTT-4.4.0-1] Resend unacknowledged PUBLISH (DUP=1) and PUBREL, in order, then the queue.
+        self.persist_session(sid);
         self.resume_outbound(now, sid);
     }
 

@@ -22,6 +22,8 @@
 pub mod broker;
 pub mod config;
 mod connect;
+mod durable;
+pub mod persist;
 mod publish_in;
 mod publish_out;
 pub mod retained;
@@ -31,5 +33,6 @@ pub mod topic_index;
 
 pub use broker::{Broker, ConnId, Outlet, Stats};
 pub use config::BrokerConfig;
+pub use durable::PersistMode;
 #[cfg(test)]
 mod tests;

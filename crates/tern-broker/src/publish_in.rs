@@ -12,7 +12,8 @@ use bytes::Bytes;
 
 use tern_codec::{Ack, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Violation};
 
-use crate::broker::{Broker, ConnId, Outlet};
+use crate::broker::{Broker, CloseHow, ConnId, Outlet};
+use crate::persist::StoreOp;
 use crate::session::{Delivery, GroupId, Message, SessionId};
 
 /// Topics under this prefix belong to the broker [MQTT-4.7.2-1]; clients cannot publish there.
@@ -121,6 +122,17 @@ impl<O: Outlet> Broker<O> {
             }
         }
 
+        if self.journal.failing && p.qos != QoS::AtMostOnce && !version.is_v5() {
+            // The store cannot take new durable work and 3.1.1 has no negative acknowledgment:
+            // disconnect so the client keeps the message and resends it later.
+            let how = CloseHow {
+                disconnect: None,
+                will: true,
+                why: "store failing",
+            };
+            return self.close_conn(now, conn, how);
+        }
+        let mark = self.journal.mark();
         let refusal = self.check_publish(&p, version);
         if refusal.is_none() {
             let msg = Message {
@@ -161,15 +173,25 @@ impl<O: Outlet> Broker<O> {
             .unwrap_or(ReasonCode::SUCCESS);
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => {
-                self.send(conn, Packet::PubAck(Ack::with_reason(id, reason)))
+                // The acknowledgment waits until what routing recorded is durable.
+                let wait = self.journal.wait_since(mark);
+                self.send_durable(conn, Packet::PubAck(Ack::with_reason(id, reason)), wait)
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 if !reason.is_error()
                     && let Some(s) = self.sessions.get_mut(&sid)
                 {
                     s.inbound_qos2.insert(id.get());
+                    if s.persists() {
+                        let client_id = s.client_id.clone();
+                        self.journal.push(StoreOp::PutInbound {
+                            client_id,
+                            packet_id: id.get(),
+                        });
+                    }
                 }
-                self.send(conn, Packet::PubRec(Ack::with_reason(id, reason)))
+                let wait = self.journal.wait_since(mark);
+                self.send_durable(conn, Packet::PubRec(Ack::with_reason(id, reason)), wait)
             }
             _ => {}
         }
@@ -177,6 +199,9 @@ impl<O: Outlet> Broker<O> {
 
     /// Why a valid PUBLISH is not routed, if it is not.
     fn check_publish(&self, p: &Publish, version: ProtocolVersion) -> Option<ReasonCode> {
+        if self.journal.failing && p.qos != QoS::AtMostOnce {
+            return Some(ReasonCode::QUOTA_EXCEEDED);
+        }
         if p.topic.starts_with(SYS_PREFIX) {
             return Some(ReasonCode::NOT_AUTHORIZED);
         }
@@ -192,10 +217,17 @@ impl<O: Outlet> Broker<O> {
 
     /// Handles PUBREL: the end of an inbound QoS 2 flow.
     pub(crate) fn handle_pubrel(&mut self, _now: Instant, conn: ConnId, sid: SessionId, a: Ack) {
-        let known = self
-            .sessions
-            .get_mut(&sid)
-            .is_some_and(|s| s.inbound_qos2.remove(&a.packet_id.get()));
+        let mut known = false;
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            known = s.inbound_qos2.remove(&a.packet_id.get());
+            if known && s.persists() {
+                let client_id = s.client_id.clone();
+                self.journal.push(StoreOp::DeleteInbound {
+                    client_id,
+                    packet_id: a.packet_id.get(),
+                });
+            }
+        }
         let reason = if known {
             ReasonCode::SUCCESS
         } else {
@@ -209,9 +241,13 @@ impl<O: Outlet> Broker<O> {
         if msg.retain {
             // [MQTT-3.3.1-5..7] Replace; an empty payload deletes.
             if msg.payload.is_empty() {
-                self.retained.remove(&msg.topic);
+                if self.retained.remove(&msg.topic).is_some() {
+                    self.journal
+                        .push(StoreOp::DeleteRetained(msg.topic.clone()));
+                }
             } else {
                 self.retained.insert(&msg.topic, msg.clone());
+                self.journal.push(StoreOp::PutRetained(msg.clone()));
             }
         }
         self.route(now, msg);
@@ -259,6 +295,7 @@ impl<O: Outlet> Broker<O> {
                 retain,
                 sub_ids,
                 group: None,
+                seq: 0,
                 msg: msg.clone(),
             };
             self.deliver(now, sid, d);
@@ -303,6 +340,7 @@ impl<O: Outlet> Broker<O> {
                 Vec::new()
             },
             group: Some(g),
+            seq: 0,
             msg,
         };
         self.deliver(now, sid, d);
@@ -316,6 +354,10 @@ impl<O: Outlet> Broker<O> {
         };
         s.will_at = None;
         let Some(w) = s.will.take() else { return };
+        self.persist_session(sid);
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
         tracing::debug!(client_id = %s.client_id, topic = w.will.topic, "publishing will");
         if w.will.topic.starts_with(SYS_PREFIX) {
             return;

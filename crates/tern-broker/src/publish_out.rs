@@ -1,153 +1,86 @@
 //! The publish path, outbound side: from a [`Delivery`] for a session to a PUBLISH on its
 //! connection. Owns the in-flight window (Receive Maximum), packet identifiers, the queue,
 //! outbound topic aliases, the client's Maximum Packet Size, message expiry on the way out,
-//! the acknowledgments PUBACK / PUBREC / PUBCOMP from the client, resending on resume and the
-//! re-dispatch of shared-subscription messages when a member goes away.
+//! the acknowledgments PUBACK / PUBREC / PUBCOMP from the client, resending on resume, the
+//! re-dispatch of shared-subscription messages when a member goes away, and the store records
+//! of deliveries to persistent sessions.
 
 use std::time::Instant;
 
 use tern_codec::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
 
 use crate::broker::{Broker, Conn, ConnId, Outlet};
+use crate::durable::{Journal, send_after, stored};
+use crate::persist::StoreOp;
 use crate::session::{Delivery, Inflight, OutState, Session, SessionId};
 use crate::{BrokerConfig, Stats};
 
+/// One session and its connection, borrowed together with what the send path touches.
+pub(crate) struct Lane<'a, O> {
+    s: &'a mut Session,
+    c: Option<(ConnId, &'a mut Conn<O>)>,
+    config: &'a BrokerConfig,
+    stats: &'a mut Stats,
+    journal: &'a mut Journal,
+    holding: &'a mut Vec<ConnId>,
+}
+
 impl<O: Outlet> Broker<O> {
-    /// Hands `d` to session `sid`: sent now if the window allows, else queued (bounded).
-    pub(crate) fn deliver(&mut self, now: Instant, sid: SessionId, d: Delivery) {
+    /// The send path of session `sid`.
+    pub(crate) fn lane(&mut self, sid: SessionId) -> Option<Lane<'_, O>> {
         let Broker {
             sessions,
             conns,
             config,
             stats,
+            journal,
+            holding,
             ..
         } = self;
-        let Some(s) = sessions.get_mut(&sid) else {
-            return;
-        };
-        let conn = s.conn.and_then(|c| conns.get_mut(&c));
-        match conn {
-            Some(c) if d.qos == QoS::AtMostOnce => {
-                send_delivery(c, d, None, false, now, stats);
-            }
-            Some(c) if s.queue.is_empty() && s.inflight.len() < window(c, config) => {
-                start_flight(c, s, d, now, stats)
-            }
-            Some(_) => {
-                if !s.enqueue(d, config, now) {
-                    stats.dropped += 1;
-                    tracing::debug!(client_id = %s.client_id, "queue full, message dropped");
-                }
-            }
-            None => {
-                let keep = d.qos != QoS::AtMostOnce || config.queue_qos0_offline;
-                if !(keep && s.enqueue(d, config, now)) {
-                    stats.dropped += 1;
-                }
-            }
+        let s = sessions.get_mut(&sid)?;
+        let c = s.conn.and_then(|id| conns.get_mut(&id).map(|c| (id, c)));
+        Some(Lane {
+            s,
+            c,
+            config,
+            stats,
+            journal,
+            holding,
+        })
+    }
+
+    /// Hands `d` to session `sid`: sent now if the window allows, else queued (bounded).
+    pub(crate) fn deliver(&mut self, now: Instant, sid: SessionId, d: Delivery) {
+        if let Some(mut lane) = self.lane(sid) {
+            lane.deliver(d, now);
         }
     }
 
     /// After CONNECT resumed or created session `sid`: resend what is in flight, then drain.
     pub(crate) fn resume_outbound(&mut self, now: Instant, sid: SessionId) {
-        let Broker {
-            sessions,
-            conns,
-            stats,
-            ..
-        } = self;
-        let Some(s) = sessions.get_mut(&sid) else {
-            return;
-        };
-        let Some(c) = s.conn.and_then(|c| conns.get_mut(&c)) else {
-            return;
-        };
-        for i in 0..s.inflight.len() {
-            let f = s.inflight[i].clone();
-            match f.state {
-                OutState::AwaitPuback | OutState::AwaitPubrec => {
-                    // [MQTT-3.3.1-1] A resend carries DUP = 1 and the same identifier.
-                    if !send_delivery(c, f.delivery, Some(f.id), true, now, stats) {
-                        s.take_inflight(f.id);
-                    }
-                }
-                OutState::AwaitPubcomp => crate::broker::send_on(c, Packet::PubRel(Ack::new(f.id))),
-            }
-        }
-        self.drain(now, sid);
-    }
-
-    /// Moves queued messages into flight while the window has room.
-    pub(crate) fn drain(&mut self, now: Instant, sid: SessionId) {
-        let Broker {
-            sessions,
-            conns,
-            config,
-            stats,
-            ..
-        } = self;
-        let Some(s) = sessions.get_mut(&sid) else {
-            return;
-        };
-        let Some(c) = s.conn.and_then(|c| conns.get_mut(&c)) else {
-            return;
-        };
-        while s.inflight.len() < window(c, config) {
-            let Some(d) = s.dequeue() else { break };
-            if d.qos == QoS::AtMostOnce {
-                send_delivery(c, d, None, false, now, stats);
-            } else {
-                start_flight(c, s, d, now, stats);
-            }
+        if let Some(mut lane) = self.lane(sid) {
+            lane.resume(now);
         }
     }
 
     /// PUBACK from the client: a QoS 1 delivery is done.
     pub(crate) fn handle_puback(&mut self, now: Instant, _conn: ConnId, sid: SessionId, a: Ack) {
-        let Some(s) = self.sessions.get_mut(&sid) else {
-            return;
-        };
-        if s.inflight_mut(a.packet_id)
-            .is_some_and(|f| f.state == OutState::AwaitPuback)
-        {
-            s.take_inflight(a.packet_id);
-            self.drain(now, sid);
+        if let Some(mut lane) = self.lane(sid) {
+            lane.complete(a.packet_id, OutState::AwaitPuback, now);
         }
     }
 
     /// PUBREC from the client: answer PUBREL, or end the flow on an error reason.
-    pub(crate) fn handle_pubrec(&mut self, now: Instant, conn: ConnId, sid: SessionId, a: Ack) {
-        let Some(s) = self.sessions.get_mut(&sid) else {
-            return;
-        };
-        let Some(f) = s.inflight_mut(a.packet_id) else {
-            return self.send(
-                conn,
-                Packet::PubRel(Ack::with_reason(
-                    a.packet_id,
-                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
-                )),
-            );
-        };
-        if a.reason.is_error() {
-            // [MQTT-4.3.3-4] A failed PUBREC ends the flow; the identifier is free again.
-            s.take_inflight(a.packet_id);
-            return self.drain(now, sid);
+    pub(crate) fn handle_pubrec(&mut self, now: Instant, _conn: ConnId, sid: SessionId, a: Ack) {
+        if let Some(mut lane) = self.lane(sid) {
+            lane.pubrec(a, now);
         }
-        f.state = OutState::AwaitPubcomp;
-        self.send(conn, Packet::PubRel(Ack::new(a.packet_id)));
     }
 
     /// PUBCOMP from the client: a QoS 2 delivery is done.
     pub(crate) fn handle_pubcomp(&mut self, now: Instant, _conn: ConnId, sid: SessionId, a: Ack) {
-        let Some(s) = self.sessions.get_mut(&sid) else {
-            return;
-        };
-        if s.inflight_mut(a.packet_id)
-            .is_some_and(|f| f.state == OutState::AwaitPubcomp)
-        {
-            s.take_inflight(a.packet_id);
-            self.drain(now, sid);
+        if let Some(mut lane) = self.lane(sid) {
+            lane.complete(a.packet_id, OutState::AwaitPubcomp, now);
         }
     }
 
@@ -168,8 +101,7 @@ impl<O: Outlet> Broker<O> {
                 i += 1;
             }
         }
-        let queue = std::mem::take(&mut s.queue);
-        for d in queue {
+        for d in std::mem::take(&mut s.queue) {
             if d.group.is_some() {
                 s.queued_bytes -= d.msg.payload.len();
                 moved.push(d);
@@ -186,15 +118,276 @@ impl<O: Outlet> Broker<O> {
     /// back to `from` (kept, not lost).
     pub(crate) fn redeliver_shared(&mut self, now: Instant, d: Delivery, from: Option<SessionId>) {
         let Some(g) = d.group else { return };
-        if d.msg.expired(now) {
+        let client_id = from
+            .and_then(|sid| self.sessions.get(&sid))
+            .map(|s| s.client_id.clone());
+        if !d.msg.expired(now) && self.deliver_to_group(now, g, d.msg.clone(), from) {
+            if let Some(client_id) = client_id.filter(|_| d.seq != 0) {
+                self.journal.push(StoreOp::DeleteDelivery {
+                    client_id,
+                    seq: d.seq,
+                });
+            }
             return;
         }
-        if !self.deliver_to_group(now, g, d.msg.clone(), from)
-            && let Some(s) = from.and_then(|sid| self.sessions.get_mut(&sid))
-            && !s.enqueue(d, &self.config, now)
-        {
-            self.stats.dropped += 1;
+        match from.and_then(|sid| self.lane(sid)) {
+            Some(mut lane) if !d.msg.expired(now) => lane.enqueue(d, now),
+            Some(mut lane) => lane.forget(&d),
+            None => {}
         }
+    }
+}
+
+impl<O: Outlet> Lane<'_, O> {
+    /// See [`Broker::deliver`].
+    fn deliver(&mut self, mut d: Delivery, now: Instant) {
+        if self.s.persists() && d.qos != QoS::AtMostOnce {
+            d.seq = self.s.next_seq;
+            self.s.next_seq += 1;
+        }
+        let room = match &self.c {
+            Some((_, c)) => {
+                self.s.queue.is_empty() && self.s.inflight.len() < window(c, self.config)
+            }
+            None => false,
+        };
+        if self.c.is_some() && d.qos == QoS::AtMostOnce {
+            if let Some(p) = self.publish(&d, None, false, now) {
+                self.send(p, false);
+            }
+        } else if room {
+            self.start_flight(d, now);
+        } else if self.c.is_none() && d.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline {
+            self.stats.dropped += 1;
+        } else {
+            self.enqueue(d, now);
+        }
+    }
+
+    /// Queues `d` within the limits (purging expired messages first when full), recording it.
+    fn enqueue(&mut self, d: Delivery, now: Instant) {
+        let d = match self.s.enqueue(d, self.config) {
+            Ok(()) => return self.record_queued(),
+            Err(d) => d,
+        };
+        for seq in self.s.purge_expired(now) {
+            self.delete_record(seq);
+        }
+        match self.s.enqueue(d, self.config) {
+            Ok(()) => self.record_queued(),
+            Err(d) => {
+                self.stats.dropped += 1;
+                tracing::debug!(client_id = %self.s.client_id, "queue full, message dropped");
+                self.forget(&d);
+            }
+        }
+    }
+
+    fn record_queued(&mut self) {
+        let d = self.s.queue.back().expect("just queued");
+        if d.seq != 0 {
+            let delivery = stored(d, None);
+            self.journal.push(StoreOp::PutDelivery {
+                client_id: self.s.client_id.clone(),
+                seq: d.seq,
+                delivery,
+            });
+        }
+    }
+
+    /// Deletes the store record of a delivery that will not happen.
+    fn forget(&mut self, d: &Delivery) {
+        self.delete_record(d.seq);
+    }
+
+    fn delete_record(&mut self, seq: u64) {
+        if seq != 0 {
+            self.journal.push(StoreOp::DeleteDelivery {
+                client_id: self.s.client_id.clone(),
+                seq,
+            });
+        }
+    }
+
+    /// Starts the QoS 1/2 flow of `d`: takes an identifier, records it, sends.
+    fn start_flight(&mut self, d: Delivery, now: Instant) {
+        let Some(id) = self.s.allocate_id() else {
+            // Every identifier is in use: wait in the queue.
+            self.s.queued_bytes += d.msg.payload.len();
+            self.s.queue.push_front(d);
+            return;
+        };
+        let Some(packet) = self.publish(&d, Some(id), false, now) else {
+            self.s.ids_in_use.remove(&id.get());
+            return self.forget(&d);
+        };
+        let state = if d.qos == QoS::AtLeastOnce {
+            OutState::AwaitPuback
+        } else {
+            OutState::AwaitPubrec
+        };
+        let f = Inflight {
+            id,
+            delivery: d,
+            state,
+        };
+        if f.delivery.seq != 0 {
+            let delivery = stored(&f.delivery, Some(&f));
+            self.journal.push(StoreOp::PutDelivery {
+                client_id: self.s.client_id.clone(),
+                seq: f.delivery.seq,
+                delivery,
+            });
+        }
+        self.s.inflight.push_back(f);
+        self.send(packet, true);
+    }
+
+    /// Moves queued messages into flight while the window has room.
+    fn drain(&mut self, now: Instant) {
+        let Some((_, c)) = &self.c else { return };
+        let w = window(c, self.config);
+        while self.s.inflight.len() < w {
+            let Some(d) = self.s.dequeue() else { break };
+            if d.qos != QoS::AtMostOnce {
+                self.start_flight(d, now);
+            } else if let Some(p) = self.publish(&d, None, false, now) {
+                self.send(p, false);
+            }
+        }
+    }
+
+    /// Resends what is in flight (PUBLISH with DUP = 1, or PUBREL), in order, then drains.
+    fn resume(&mut self, now: Instant) {
+        let flights: Vec<Inflight> = self.s.inflight.iter().cloned().collect();
+        for f in flights {
+            match f.state {
+                OutState::AwaitPuback | OutState::AwaitPubrec => {
+                    match self.publish(&f.delivery, Some(f.id), true, now) {
+                        // [MQTT-3.3.1-1] A resend carries DUP = 1 and the same identifier.
+                        Some(p) => self.send(p, true),
+                        None => {
+                            self.s.take_inflight(f.id);
+                            self.forget(&f.delivery);
+                        }
+                    }
+                }
+                OutState::AwaitPubcomp => self.send(Packet::PubRel(Ack::new(f.id)), true),
+            }
+        }
+        self.drain(now);
+    }
+
+    /// PUBACK or PUBCOMP: the flow of `id` is done if it was waiting for that.
+    fn complete(&mut self, id: PacketId, expected: OutState, now: Instant) {
+        if self.s.inflight_mut(id).is_some_and(|f| f.state == expected) {
+            let f = self.s.take_inflight(id).expect("entry just seen");
+            self.forget(&f.delivery);
+            self.drain(now);
+        }
+    }
+
+    /// PUBREC: PUBREL, or the end of the flow on an error reason [MQTT-4.3.3-4].
+    fn pubrec(&mut self, a: Ack, now: Instant) {
+        let Some(f) = self.s.inflight_mut(a.packet_id) else {
+            let reply = Ack::with_reason(a.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+            return self.send(Packet::PubRel(reply), false);
+        };
+        if a.reason.is_error() {
+            let f = self.s.take_inflight(a.packet_id).expect("entry just seen");
+            self.forget(&f.delivery);
+            return self.drain(now);
+        }
+        f.state = OutState::AwaitPubcomp;
+        let f = f.clone();
+        if f.delivery.seq != 0 {
+            let delivery = stored(&f.delivery, Some(&f));
+            self.journal.push(StoreOp::PutDelivery {
+                client_id: self.s.client_id.clone(),
+                seq: f.delivery.seq,
+                delivery,
+            });
+        }
+        self.send(Packet::PubRel(Ack::new(a.packet_id)), true);
+    }
+
+    /// Sends on the connection, if any; a `durable` packet to a persistent session waits for
+    /// everything recorded so far to be committed.
+    fn send(&mut self, packet: Packet, durable: bool) {
+        let Some((id, c)) = &mut self.c else { return };
+        let wait = if durable && self.s.persists() {
+            self.journal.barrier()
+        } else {
+            None
+        };
+        if send_after(c, packet, wait) {
+            self.holding.push(*id);
+        }
+    }
+
+    /// Builds the PUBLISH for `d`; `None` when it is dropped instead (expired, or larger than
+    /// the client's Maximum Packet Size [MQTT-3.1.2-25]).
+    fn publish(
+        &mut self,
+        d: &Delivery,
+        id: Option<PacketId>,
+        dup: bool,
+        now: Instant,
+    ) -> Option<Packet> {
+        let (_, c) = self.c.as_mut()?;
+        let msg = &d.msg;
+        let mut properties = msg.properties.clone();
+        if let Some(at) = msg.expires_at {
+            // [MQTT-3.3.2-6] Forward the remaining lifetime; drop what has expired.
+            let Some(left) = at.checked_duration_since(now).filter(|l| !l.is_zero()) else {
+                self.stats.dropped += 1;
+                return None;
+            };
+            properties.message_expiry_interval = Some(left.as_secs_f64().ceil() as u32);
+        }
+        properties.subscription_identifiers = d.sub_ids.clone();
+        let mut p = Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: msg.topic.clone(),
+            packet_id: id,
+            properties,
+            payload: msg.payload.clone(),
+        };
+        let v5 = c.version.is_v5();
+        let mut new_alias = None;
+        if v5 && c.client_alias_max > 0 {
+            match c.aliases_out.get(&msg.topic) {
+                Some(&alias) => {
+                    p.properties.topic_alias = Some(alias);
+                    p.topic.clear();
+                }
+                None if c.aliases_out.len() < usize::from(c.client_alias_max) => {
+                    let alias = c.aliases_out.len() as u16 + 1;
+                    p.properties.topic_alias = Some(alias);
+                    new_alias = Some(alias);
+                }
+                None => {}
+            }
+        }
+        let packet = Packet::Publish(p);
+        if v5
+            && c.client_max_packet != u32::MAX
+            && packet.encoded_len(c.version) > c.client_max_packet as usize
+        {
+            tracing::debug!(
+                topic = msg.topic,
+                "message larger than the client's Maximum Packet Size dropped"
+            );
+            self.stats.dropped += 1;
+            return None;
+        }
+        if let Some(alias) = new_alias {
+            c.aliases_out.insert(msg.topic.clone(), alias);
+        }
+        self.stats.publish_sent += 1;
+        Some(packet)
     }
 }
 
@@ -202,99 +395,4 @@ impl<O: Outlet> Broker<O> {
 /// capped by our `max_inflight`.
 fn window<O>(c: &Conn<O>, config: &BrokerConfig) -> usize {
     usize::from(c.client_receive_max.min(config.max_inflight).max(1))
-}
-
-/// Starts the QoS 1/2 flow of `d`: takes an identifier and sends.
-fn start_flight<O: Outlet>(
-    c: &mut Conn<O>,
-    s: &mut Session,
-    d: Delivery,
-    now: Instant,
-    stats: &mut Stats,
-) {
-    let Some(id) = s.allocate_id() else {
-        // Every identifier is in use: wait in the queue.
-        s.queue.push_front(d);
-        return;
-    };
-    let state = if d.qos == QoS::AtLeastOnce {
-        OutState::AwaitPuback
-    } else {
-        OutState::AwaitPubrec
-    };
-    if send_delivery(c, d.clone(), Some(id), false, now, stats) {
-        s.inflight.push_back(Inflight {
-            id,
-            delivery: d,
-            state,
-        });
-    } else {
-        s.ids_in_use.remove(&id.get());
-    }
-}
-
-/// Builds and sends the PUBLISH for `d`; `false` when it was dropped instead (expired, or
-/// larger than the client's Maximum Packet Size [MQTT-3.1.2-25]).
-fn send_delivery<O: Outlet>(
-    c: &mut Conn<O>,
-    d: Delivery,
-    id: Option<PacketId>,
-    dup: bool,
-    now: Instant,
-    stats: &mut Stats,
-) -> bool {
-    let msg = &d.msg;
-    let mut properties = msg.properties.clone();
-    if let Some(at) = msg.expires_at {
-        // [MQTT-3.3.2-6] Forward the remaining lifetime; drop what has expired.
-        let Some(left) = at.checked_duration_since(now).filter(|l| !l.is_zero()) else {
-            stats.dropped += 1;
-            return false;
-        };
-        properties.message_expiry_interval = Some(left.as_secs_f64().ceil() as u32);
-    }
-    properties.subscription_identifiers = d.sub_ids;
-    let mut p = Publish {
-        dup,
-        qos: d.qos,
-        retain: d.retain,
-        topic: msg.topic.clone(),
-        packet_id: id,
-        properties,
-        payload: msg.payload.clone(),
-    };
-    let v5 = c.version.is_v5();
-    let mut new_alias = None;
-    if v5 && c.client_alias_max > 0 {
-        match c.aliases_out.get(&msg.topic) {
-            Some(&alias) => {
-                p.properties.topic_alias = Some(alias);
-                p.topic.clear();
-            }
-            None if c.aliases_out.len() < usize::from(c.client_alias_max) => {
-                let alias = c.aliases_out.len() as u16 + 1;
-                p.properties.topic_alias = Some(alias);
-                new_alias = Some(alias);
-            }
-            None => {}
-        }
-    }
-    let packet = Packet::Publish(p);
-    if v5
-        && c.client_max_packet != u32::MAX
-        && packet.encoded_len(c.version) > c.client_max_packet as usize
-    {
-        tracing::debug!(
-            topic = msg.topic,
-            "message larger than the client's Maximum Packet Size dropped"
-        );
-        stats.dropped += 1;
-        return false;
-    }
-    if let Some(alias) = new_alias {
-        c.aliases_out.insert(msg.topic.clone(), alias);
-    }
-    stats.publish_sent += 1;
-    c.outlet.send(packet);
-    true
 }

@@ -70,6 +70,8 @@ pub struct Delivery {
     pub sub_ids: Vec<u32>,
     /// The shared subscription it was chosen for, so it can go to another member.
     pub group: Option<GroupId>,
+    /// Its key in the store (position in the session's outbound order); 0 when not stored.
+    pub seq: u64,
 }
 
 /// Where an outbound QoS 1/2 message is in its flow.
@@ -145,6 +147,10 @@ pub struct Session {
     next_id: u16,
     /// Inbound QoS 2 identifiers received and not yet released by PUBREL.
     pub inbound_qos2: HashSet<u16>,
+    /// The next delivery key in the store.
+    pub next_seq: u64,
+    /// Whether the store holds a record of this session.
+    pub stored: bool,
 }
 
 impl Session {
@@ -166,6 +172,8 @@ impl Session {
             ids_in_use: HashSet::new(),
             next_id: 1,
             inbound_qos2: HashSet::new(),
+            next_seq: 1,
+            stored: false,
         }
     }
 
@@ -196,24 +204,17 @@ impl Session {
         self.inflight.iter_mut().find(|f| f.id == id)
     }
 
-    /// Appends to the queue within the configured limits; `false` (and nothing queued) when
-    /// full. Expired messages are purged first so they never hold a place.
-    pub fn enqueue(&mut self, d: Delivery, config: &BrokerConfig, now: Instant) -> bool {
+    /// Appends to the queue within the configured limits, or gives `d` back when full.
+    pub fn enqueue(&mut self, d: Delivery, config: &BrokerConfig) -> Result<(), Delivery> {
         let len = d.msg.payload.len();
-        if self.queue_full(len, config) {
-            self.purge_expired(now);
-            if self.queue_full(len, config) {
-                return false;
-            }
+        if self.queue.len() >= config.max_queued_messages
+            || (config.max_queued_bytes > 0 && self.queued_bytes + len > config.max_queued_bytes)
+        {
+            return Err(d);
         }
         self.queued_bytes += len;
         self.queue.push_back(d);
-        true
-    }
-
-    fn queue_full(&self, len: usize, config: &BrokerConfig) -> bool {
-        self.queue.len() >= config.max_queued_messages
-            || (config.max_queued_bytes > 0 && self.queued_bytes + len > config.max_queued_bytes)
+        Ok(())
     }
 
     /// Takes the next queued delivery.
@@ -223,12 +224,18 @@ impl Session {
         Some(d)
     }
 
-    /// Drops queued messages whose expiry has passed; returns how many.
-    pub fn purge_expired(&mut self, now: Instant) -> usize {
-        let before = self.queue.len();
-        self.queue.retain(|d| !d.msg.expired(now));
+    /// Drops queued messages whose expiry has passed; returns their store keys.
+    pub fn purge_expired(&mut self, now: Instant) -> Vec<u64> {
+        let mut gone = Vec::new();
+        self.queue.retain(|d| {
+            let keep = !d.msg.expired(now);
+            if !keep {
+                gone.push(d.seq);
+            }
+            keep
+        });
         self.queued_bytes = self.queue.iter().map(|d| d.msg.payload.len()).sum();
-        before - self.queue.len()
+        gone
     }
 
     /// True when the session outlives its connection.
@@ -256,6 +263,7 @@ mod tests {
             retain: false,
             sub_ids: vec![],
             group: None,
+            seq: 0,
         }
     }
 
@@ -286,11 +294,10 @@ mod tests {
             max_queued_bytes: 5,
             ..Default::default()
         };
-        let now = Instant::now();
-        assert!(s.enqueue(delivery(b"abc"), &config, now));
-        assert!(!s.enqueue(delivery(b"abc"), &config, now), "byte limit");
-        assert!(s.enqueue(delivery(b"ab"), &config, now));
-        assert!(!s.enqueue(delivery(b""), &config, now), "count limit");
+        assert!(s.enqueue(delivery(b"abc"), &config).is_ok());
+        assert!(s.enqueue(delivery(b"abc"), &config).is_err(), "byte limit");
+        assert!(s.enqueue(delivery(b"ab"), &config).is_ok());
+        assert!(s.enqueue(delivery(b""), &config).is_err(), "count limit");
         assert_eq!(s.dequeue().unwrap().msg.payload.len(), 3);
         assert_eq!(s.queued_bytes, 2);
     }

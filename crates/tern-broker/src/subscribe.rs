@@ -64,10 +64,10 @@ impl<O: Outlet> Broker<O> {
             };
             // [MQTT-3.8.4-3] A subscription to an existing filter replaces it.
             let existed = s.subscriptions.insert(filter.clone(), entry).is_some();
+            self.add_subscription(sid, filter, entry);
             match parsed.share_group {
-                Some(group) => self.join_group(sid, group, parsed.filter, entry),
+                Some(_) => {}
                 None => {
-                    self.index.insert(parsed.filter, sid, entry);
                     let send = match options.retain_handling {
                         RetainHandling::SendAtSubscribe => true,
                         RetainHandling::SendIfNew => !existed,
@@ -81,6 +81,7 @@ impl<O: Outlet> Broker<O> {
             // [MQTT-3.9.3-1] The granted QoS; we grant what was asked.
             reasons.push(ReasonCode(options.qos as u8));
         }
+        self.persist_session(sid);
         self.send(
             conn,
             Packet::SubAck(SubAck {
@@ -113,9 +114,23 @@ impl<O: Outlet> Broker<O> {
                     Vec::new()
                 },
                 group: None,
+                seq: 0,
                 msg,
             };
             self.deliver(now, sid, d);
+        }
+    }
+
+    /// Adds `sid`'s subscription `filter` (as subscribed) to the index or its shared group.
+    pub(crate) fn add_subscription(&mut self, sid: SessionId, filter: &str, entry: SubEntry) {
+        let Ok(parsed) = parse_filter(filter) else {
+            return;
+        };
+        match parsed.share_group {
+            Some(group) => self.join_group(sid, group, parsed.filter, entry),
+            None => {
+                self.index.insert(parsed.filter, sid, entry);
+            }
         }
     }
 
@@ -167,6 +182,7 @@ impl<O: Outlet> Broker<O> {
                 reasons.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
             }
         }
+        self.persist_session(sid);
         // [MQTT-3.10.4-4] UNSUBACK even when nothing was removed.
         self.send(
             conn,

@@ -24,6 +24,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Protocol limits and switches, handed to the broker core as they are.
     pub broker: BrokerConfig,
+    /// Where and how durable state is kept.
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -33,6 +35,71 @@ impl Default for Config {
             server: ServerConfig::default(),
             log: LogConfig::default(),
             broker: BrokerConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// The `[store]` table: the embedded store that keeps retained messages and persistent
+/// sessions across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Keep durable state on disk. Default true; `--in-memory` turns it off (nothing survives
+    /// a restart).
+    pub enabled: bool,
+    /// Data directory, created if missing. Default `tern-data` in the working directory.
+    pub dir: PathBuf,
+    /// `sync` (default): a QoS 1/2 message that must be kept is acknowledged only once it is
+    /// on disk (fsync), many messages sharing one commit; nothing acknowledged is lost.
+    /// `batch`: acknowledged at once and committed every `batch_interval_ms`; a crash or power
+    /// loss can lose what was acknowledged in the last interval.
+    pub durability: DurabilityKind,
+    /// Commit interval of `batch` durability, milliseconds. Default 10.
+    pub batch_interval_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            enabled: true,
+            dir: PathBuf::from("tern-data"),
+            durability: DurabilityKind::Sync,
+            batch_interval_ms: 10,
+        }
+    }
+}
+
+/// The `durability` setting of `[store]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityKind {
+    /// Acknowledge after the commit that holds the message.
+    Sync,
+    /// Acknowledge at once; commit on an interval.
+    Batch,
+}
+
+/// How the store thread commits, from [`StoreConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Commit whatever is pending as soon as possible; acknowledgments wait for it.
+    Sync,
+    /// Commit at most every `interval_ms`; acknowledgments do not wait.
+    Batch {
+        /// Milliseconds between commits.
+        interval_ms: u64,
+    },
+}
+
+impl StoreConfig {
+    /// The commit policy this table describes.
+    pub fn durability(&self) -> Durability {
+        match self.durability {
+            DurabilityKind::Sync => Durability::Sync,
+            DurabilityKind::Batch => Durability::Batch {
+                interval_ms: self.batch_interval_ms,
+            },
         }
     }
 }
@@ -307,6 +374,17 @@ shared_subscriptions = {shared_subscriptions}
 subscription_identifiers = {subscription_identifiers}
 # Response Information prefix for v5 clients that request it; empty turns it off.
 response_information_prefix = "{response_information_prefix}"
+
+[store]
+# Keep retained messages and persistent sessions on disk; false (or --in-memory) keeps them in memory only.
+enabled = {store_enabled}
+# Data directory, created if missing.
+dir = "{store_dir}"
+# "sync": a QoS 1/2 message is acknowledged once it is on disk (no loss); "batch": acknowledged
+# at once and committed every batch_interval_ms (a crash may lose the last interval).
+durability = "{durability}"
+# Commit interval of "batch" durability, milliseconds.
+batch_interval_ms = {batch_interval_ms}
 "#,
         connect_timeout_secs = d.server.connect_timeout_secs,
         max_connections = d.server.max_connections,
@@ -325,6 +403,13 @@ response_information_prefix = "{response_information_prefix}"
         shared_subscriptions = b.shared_subscriptions,
         subscription_identifiers = b.subscription_identifiers,
         response_information_prefix = b.response_information_prefix,
+        store_enabled = d.store.enabled,
+        store_dir = d.store.dir.display(),
+        durability = match d.store.durability {
+            DurabilityKind::Sync => "sync",
+            DurabilityKind::Batch => "batch",
+        },
+        batch_interval_ms = d.store.batch_interval_ms,
     );
     out
 }

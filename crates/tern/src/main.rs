@@ -128,6 +128,12 @@ struct ServeArgs {
     /// Listen on ADDR:PORT for MQTT over TCP; may repeat, and replaces the config's listeners.
     #[arg(short, long = "listen", value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
+    /// Keep everything in memory: no data directory, nothing survives a restart.
+    #[arg(long, conflicts_with = "data_dir")]
+    in_memory: bool,
+    /// Data directory of the store (overrides `[store] dir`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -165,15 +171,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map(|&bind| ListenerConfig { bind })
             .collect();
     }
+    if args.in_memory {
+        config.store.enabled = false;
+    }
+    if let Some(dir) = args.data_dir {
+        config.store.dir = dir;
+    }
     init_logging(&config.log.level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let config_store = config.store.enabled.then(|| config.store.dir.clone());
     runtime.block_on(async {
         let server = Server::start(config).await?;
         for addr in server.local_addrs() {
             tracing::info!("listening on {addr} (mqtt/tcp)");
+        }
+        match config_store {
+            Some(dir) => tracing::info!("durable state in {}", dir.display()),
+            None => tracing::info!("in memory: nothing survives a restart"),
         }
         wait_for_signal().await?;
         tracing::info!("shutting down");

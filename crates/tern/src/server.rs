@@ -8,14 +8,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern_broker::Broker;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tern_broker::{Broker, PersistMode};
+use tern_store::{DiskStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::Config;
+use crate::config::Durability;
 use crate::conn::ConnParams;
 use crate::listener;
+use crate::persistence::{self, StoreMsg, StoreStats, StoreTx};
 use crate::shared::SharedBroker;
 use crate::shutdown::{Flag, Tracker};
 use crate::timer;
@@ -32,28 +38,115 @@ pub struct Server {
     accept_tasks: Vec<JoinHandle<()>>,
     timer_task: JoinHandle<()>,
     tracker: Tracker,
+    store_tx: Option<StoreTx>,
+    store_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Binds every configured listener.
+async fn bind(config: &Config) -> io::Result<(Vec<TcpListener>, Vec<SocketAddr>)> {
+    if config.listeners.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no listeners configured",
+        ));
+    }
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    let mut addrs = Vec::with_capacity(config.listeners.len());
+    for l in &config.listeners {
+        let listener = TcpListener::bind(l.bind)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.bind)))?;
+        addrs.push(listener.local_addr()?);
+        listeners.push(listener);
+    }
+    Ok((listeners, addrs))
+}
+
+/// Opens the disk store in `dir` (created if missing).
+async fn open_store(dir: PathBuf) -> io::Result<Box<dyn Store>> {
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create data directory {}: {e}", dir.display()),
+            )
+        })?;
+        DiskStore::open(&dir)
+            .map(|s| Box::new(s) as Box<dyn Store>)
+            .map_err(io::Error::other)
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 impl Server {
     /// Binds every listener of `config` (port 0 allowed), spawns the accept loops and the timer task.
     pub async fn start(config: Config) -> io::Result<Server> {
-        if config.listeners.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no listeners configured",
-            ));
-        }
-        let mut listeners = Vec::with_capacity(config.listeners.len());
-        let mut addrs = Vec::with_capacity(config.listeners.len());
-        for l in &config.listeners {
-            let listener = TcpListener::bind(l.bind).await.map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.bind))
-            })?;
-            addrs.push(listener.local_addr()?);
-            listeners.push(listener);
-        }
+        // The store first: a store that cannot be opened stops the start before any port is bound.
+        let store = match config.store.enabled {
+            true => Some(open_store(config.store.dir.clone()).await?),
+            false => None,
+        };
+        let (listeners, addrs) = bind(&config).await?;
+        Self::start_inner(config, listeners, addrs, store).await
+    }
 
-        let shared = Arc::new(SharedBroker::new(Broker::new(config.broker.clone())));
+    /// Like [`Server::start`], with `store` instead of the configured one (`None`: in memory).
+    pub async fn start_with_store(
+        config: Config,
+        store: Option<Box<dyn Store>>,
+    ) -> io::Result<Server> {
+        let (listeners, addrs) = bind(&config).await?;
+        Self::start_inner(config, listeners, addrs, store).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        listeners: Vec<TcpListener>,
+        addrs: Vec<SocketAddr>,
+        store: Option<Box<dyn Store>>,
+    ) -> io::Result<Server> {
+        let mut broker = Broker::new(config.broker.clone());
+        let mut store_parts = None;
+        if let Some(mut store) = store {
+            let started = Instant::now();
+            let (store_back, snapshot) =
+                tokio::task::spawn_blocking(move || store.load().map(|snap| (store, snap)))
+                    .await
+                    .map_err(io::Error::other)?
+                    .map_err(io::Error::other)?;
+            store = store_back;
+            let (sessions, retained) = (snapshot.sessions.len(), snapshot.retained.len());
+            broker.set_persistence(match config.store.durability() {
+                Durability::Sync => PersistMode::Sync,
+                Durability::Batch { .. } => PersistMode::Batch,
+            });
+            broker.restore(Instant::now(), snapshot);
+            tracing::info!(
+                sessions,
+                retained,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "restored state from the store"
+            );
+            store_parts = Some(store);
+        }
+        let (store_tx, store_rx) = std::sync::mpsc::channel();
+        let shared = Arc::new(SharedBroker::new(
+            broker,
+            store_parts.is_some().then(|| store_tx.clone()),
+        ));
+        let store_thread = match store_parts {
+            Some(store) => Some(persistence::spawn(
+                store,
+                config.store.durability(),
+                shared.clone(),
+                store_rx,
+                Arc::new(StoreStats::default()),
+            )?),
+            None => None,
+        };
+        // Restoring may have recorded operations (sessions cut by the crash): hand them over.
+        shared.call(|_, _| ());
         let abandon = Flag::new();
         let stop_accepting = Flag::new();
         let tracker = Tracker::new();
@@ -87,6 +180,8 @@ impl Server {
         Ok(Server {
             addrs,
             shared,
+            store_tx: store_thread.as_ref().map(|_| store_tx),
+            store_thread,
             stop_accepting,
             abandon,
             accept_tasks,
@@ -123,6 +218,13 @@ impl Server {
         }
         self.timer_task.abort();
         let _ = (&mut self.timer_task).await;
+        // Everything the core recorded is committed before the store thread stops.
+        if let Some(tx) = self.store_tx.take() {
+            let _ = tx.send(StoreMsg::Stop);
+        }
+        if let Some(thread) = self.store_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }
 
@@ -132,5 +234,8 @@ impl Drop for Server {
         self.stop_accepting.raise();
         self.abandon.raise();
         self.timer_task.abort();
+        if let Some(tx) = self.store_tx.take() {
+            let _ = tx.send(StoreMsg::Stop);
+        }
     }
 }

@@ -10,6 +10,7 @@ use tern_broker::Broker;
 use tokio::sync::Notify;
 
 use crate::conn::ConnOutlet;
+use crate::persistence::{StoreMsg, StoreTx};
 
 /// The broker core behind a lock, plus the timer's wake-up.
 pub(crate) struct SharedBroker {
@@ -22,16 +23,31 @@ pub(crate) struct SharedBroker {
 
 struct State {
     broker: Broker<ConnOutlet>,
+    /// Where batches of store operations go, in order; `None` for an in-memory broker.
+    store: Option<StoreTx>,
     /// The deadline the timer task is sleeping until, if it is sleeping.
     armed: Option<Instant>,
 }
 
+impl State {
+    /// Passes the store operations the last call recorded to the store thread. Done under the
+    /// lock, so batches reach the thread in the order the core numbered them.
+    fn hand_over_batches(&mut self) {
+        let Some(tx) = &self.store else { return };
+        while let Some((ticket, ops)) = self.broker.poll_persist() {
+            // A send error means the store thread is gone (shutdown): nothing more to commit.
+            let _ = tx.send(StoreMsg::Batch(ticket, ops));
+        }
+    }
+}
+
 impl SharedBroker {
     /// Share `broker`.
-    pub(crate) fn new(broker: Broker<ConnOutlet>) -> Self {
+    pub(crate) fn new(broker: Broker<ConnOutlet>, store: Option<StoreTx>) -> Self {
         SharedBroker {
             state: Mutex::new(State {
                 broker,
+                store,
                 armed: None,
             }),
             timer_wake: Notify::new(),
@@ -56,6 +72,7 @@ impl SharedBroker {
             // Read the clock under the lock so the core sees times in the order of its calls.
             let now = Instant::now();
             let result = f(&mut state.broker, now);
+            state.hand_over_batches();
             let next = state.broker.poll_timeout();
             let wake = matches!((next, state.armed), (Some(next), Some(armed)) if next < armed);
             (result, wake)
@@ -80,6 +97,7 @@ impl SharedBroker {
         state.armed = None;
         let now = Instant::now();
         state.broker.handle_timeout(now);
+        state.hand_over_batches();
     }
 
     /// Completes when a broker call made an earlier deadline than the armed one.

@@ -68,7 +68,7 @@ async fn silent_connection_closed_after_connect_timeout() {
         listeners: vec![ListenerConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
         }],
-        ..Config::default()
+        ..support::in_memory()
     };
     config.server.connect_timeout_secs = 1;
     let server = start_with(config).await;

@@ -542,12 +542,10 @@ async fn same_client_id_takes_over_with_0x8e() {
     assert!(
         matches!(
             err,
-            ConnectionError::MqttState(
-                StateError::ServerDisconnect {
-                    reason_code: DisconnectReasonCode::SessionTakenOver,
-                    ..
-                }
-            )
+            ConnectionError::MqttState(StateError::ServerDisconnect {
+                reason_code: DisconnectReasonCode::SessionTakenOver,
+                ..
+            })
         ),
         "{err:?}"
     );

@@ -13,7 +13,7 @@ use tern_broker::BrokerConfig;
 async fn start_refuses_no_listeners() {
     let config = Config {
         listeners: Vec::new(),
-        ..Config::default()
+        ..support::in_memory()
     };
     let err = Server::start(config)
         .await
@@ -28,7 +28,7 @@ async fn start_names_an_address_it_cannot_bind() {
     let addr = taken.local_addr().unwrap();
     let config = Config {
         listeners: vec![ListenerConfig { bind: addr }],
-        ..Config::default()
+        ..support::in_memory()
     };
     let err = Server::start(config)
         .await
@@ -44,7 +44,7 @@ async fn binds_every_listener_in_order() {
     };
     let server = start_with(Config {
         listeners: (0..2).map(any).collect(),
-        ..Config::default()
+        ..support::in_memory()
     })
     .await;
     let addrs = server.local_addrs();
@@ -65,7 +65,7 @@ async fn silent_connection_is_closed_after_connect_timeout() {
         listeners: vec![ListenerConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
         }],
-        ..Config::default()
+        ..support::in_memory()
     };
     config.server.connect_timeout_secs = 1;
     let server = start_with(config).await;

@@ -5,6 +5,7 @@
 mod harness;
 
 mod connect;
+mod durable;
 mod publish;
 mod subscribe;
 mod v5;

@@ -26,9 +26,17 @@ pub async fn start_broker(broker: BrokerConfig) -> Server {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }],
         broker,
-        ..Config::default()
+        ..in_memory()
     };
     start_with(config).await
+}
+
+/// The default config with the store off: tests that are not about durability keep nothing on
+/// disk.
+pub fn in_memory() -> Config {
+    let mut config = Config::default();
+    config.store.enabled = false;
+    config
 }
 
 /// Start a broker with a whole `config`.

@@ -1,0 +1,319 @@
+//! Durability inside the core: the journal of store operations waiting to be committed, the
+//! packets held until the batch they depend on is durable, and the restore from a snapshot.
+//!
+//! Ack-after-durable (raft-rs's `Ready` idea): a packet whose promise depends on stored state —
+//! the PUBACK/PUBREC of a message, a PUBLISH or PUBREL to a persistent session — is given the
+//! number of the last batch emitted so far (the journal's *barrier*) and waits in its
+//! connection's `held` queue until [`Broker::handle_persisted`] reports that batch durable.
+//! Packets behind a held one wait too, so each connection keeps its order. In
+//! [`PersistMode::Batch`] nothing waits (the loss window is the batch interval), and in
+//! [`PersistMode::Off`] no operation is even recorded.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use tern_codec::{Packet, ReasonCode};
+
+use crate::broker::{Broker, Conn, ConnId, Outlet, Timer};
+use crate::persist::{SessionRecord, Snapshot, StoreOp, StoredDelivery, Ticket};
+use crate::session::{Delivery, Inflight, Session, SessionId};
+
+/// How the core treats durable state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PersistMode {
+    /// Nothing is recorded: an in-memory broker.
+    #[default]
+    Off,
+    /// Operations are recorded and committed in the background; acknowledgments do not wait.
+    Batch,
+    /// Operations are recorded; acknowledgments wait until their batch is durable.
+    Sync,
+}
+
+/// Store operations not yet handed to the edge, and the batch numbering.
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    pub mode: PersistMode,
+    ops: Vec<StoreOp>,
+    /// The ticket the pending `ops` will get.
+    next_ticket: Ticket,
+    /// The highest ticket known durable.
+    persisted: Ticket,
+    /// Set when a commit failed, cleared by the next success: new durable work is refused.
+    pub failing: bool,
+}
+
+impl Journal {
+    /// A journal numbering batches from 1.
+    pub fn new(mode: PersistMode) -> Self {
+        Journal {
+            mode,
+            ops: Vec::new(),
+            next_ticket: 1,
+            persisted: 0,
+            failing: false,
+        }
+    }
+
+    /// True when operations are recorded at all.
+    pub fn enabled(&self) -> bool {
+        self.mode != PersistMode::Off
+    }
+
+    /// Records `op` (nothing when persistence is off).
+    pub fn push(&mut self, op: StoreOp) {
+        if self.enabled() {
+            self.ops.push(op);
+        }
+    }
+
+    /// A position in the pending operations, to see later whether an event recorded any.
+    pub fn mark(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The batch to wait for when operations were recorded since `mark` (sync mode only).
+    pub fn wait_since(&self, mark: usize) -> Option<Ticket> {
+        (self.mode == PersistMode::Sync && self.ops.len() > mark).then_some(self.next_ticket)
+    }
+
+    /// The batch a durability-dependent packet must wait for, if any is outstanding.
+    pub fn barrier(&self) -> Option<Ticket> {
+        if self.mode != PersistMode::Sync {
+            return None;
+        }
+        let last = if self.ops.is_empty() {
+            self.next_ticket - 1
+        } else {
+            self.next_ticket
+        };
+        (last > self.persisted).then_some(last)
+    }
+}
+
+/// Sends `packet` on `c`, or holds it behind `wait` (and behind anything already held).
+/// Returns true when the connection just started holding.
+pub(crate) fn send_after<O: Outlet>(c: &mut Conn<O>, packet: Packet, wait: Option<Ticket>) -> bool {
+    match (wait, c.held.back()) {
+        (None, None) => {
+            c.outlet.send(packet);
+            false
+        }
+        (wait, last) => {
+            let was_empty = last.is_none();
+            let t = wait.max(last.map(|l| l.0)).unwrap_or(0);
+            c.held.push_back((t, packet));
+            was_empty
+        }
+    }
+}
+
+impl<O: Outlet> Broker<O> {
+    /// Chooses how durable state is handled; call before the first event.
+    pub fn set_persistence(&mut self, mode: PersistMode) {
+        self.journal = Journal::new(mode);
+    }
+
+    /// The store operations recorded since the last call, as one numbered batch to commit in
+    /// order after every earlier batch.
+    pub fn poll_persist(&mut self) -> Option<(Ticket, Vec<StoreOp>)> {
+        if self.journal.ops.is_empty() {
+            return None;
+        }
+        let t = self.journal.next_ticket;
+        self.journal.next_ticket += 1;
+        Some((t, std::mem::take(&mut self.journal.ops)))
+    }
+
+    /// Every batch up to `ticket` is durable: release the packets that waited for it.
+    pub fn handle_persisted(&mut self, ticket: Ticket) {
+        if self.journal.failing {
+            tracing::info!("store commits succeed again");
+        }
+        self.journal.failing = false;
+        self.journal.persisted = self.journal.persisted.max(ticket);
+        let persisted = self.journal.persisted;
+        let mut still = Vec::new();
+        for id in std::mem::take(&mut self.holding) {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            while c.held.front().is_some_and(|h| h.0 <= persisted) {
+                let (_, p) = c.held.pop_front().expect("front checked");
+                c.outlet.send(p);
+            }
+            if !c.held.is_empty() {
+                still.push(id);
+            }
+        }
+        self.holding = still;
+    }
+
+    /// Committing the batches up to `ticket` failed: what waited for them cannot be promised.
+    /// v5 publishers get their acknowledgment with 0x80 (Unspecified error); v3 publishers,
+    /// which have no negative acknowledgment, are disconnected so that they resend later.
+    /// Until a commit succeeds again, new QoS 1/2 messages are refused (0x97 Quota exceeded).
+    pub fn handle_persist_failed(&mut self, now: Instant, ticket: Ticket) {
+        tracing::error!(
+            ticket,
+            "store commit failed; refusing new durable work until it recovers"
+        );
+        self.journal.failing = true;
+        let mut close = Vec::new();
+        for &id in &self.holding {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            let v5 = c.version.is_v5();
+            let mut kept = VecDeque::new();
+            for (t, mut p) in std::mem::take(&mut c.held) {
+                if t <= ticket {
+                    match &mut p {
+                        Packet::PubAck(a) | Packet::PubRec(a) if v5 => {
+                            a.reason = ReasonCode::UNSPECIFIED_ERROR
+                        }
+                        Packet::PubAck(_) | Packet::PubRec(_) => {
+                            close.push(id);
+                            break;
+                        }
+                        _ => {}
+                    }
+                    c.outlet.send(p);
+                } else {
+                    kept.push_back((t, p));
+                }
+            }
+            c.held = kept;
+        }
+        self.holding
+            .retain(|id| self.conns.get(id).is_some_and(|c| !c.held.is_empty()));
+        for id in close {
+            self.close_conn(
+                now,
+                id,
+                crate::broker::CloseHow {
+                    disconnect: None,
+                    will: true,
+                    why: "store failure",
+                },
+            );
+        }
+    }
+
+    /// Sends `packet` on `conn`, after batch `wait` is durable if given.
+    pub(crate) fn send_durable(&mut self, conn: ConnId, packet: Packet, wait: Option<Ticket>) {
+        if let Some(c) = self.conns.get_mut(&conn)
+            && send_after(c, packet, wait)
+        {
+            self.holding.push(conn);
+        }
+    }
+
+    /// Records the durable record of session `sid` if it persists; deletes it if it stopped.
+    pub(crate) fn persist_session(&mut self, sid: SessionId) {
+        if !self.journal.enabled() {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.persists() {
+            s.stored = true;
+            let record = SessionRecord {
+                client_id: s.client_id.clone(),
+                version: s.version,
+                expiry_interval: s.expiry_interval,
+                expires_at: s.expires_at,
+                subscriptions: s
+                    .subscriptions
+                    .iter()
+                    .map(|(f, e)| (f.clone(), *e))
+                    .collect(),
+                will: s.will.clone(),
+                will_at: s.will_at,
+            };
+            self.journal.push(StoreOp::PutSession(record));
+        } else if s.stored {
+            s.stored = false;
+            self.journal
+                .push(StoreOp::DeleteSession(s.client_id.clone()));
+        }
+    }
+
+    /// Restores retained messages and persistent sessions from a store, as at start. Sessions
+    /// that were connected when the store was written are disconnected now: their expiry and
+    /// will start counting from `now`.
+    pub fn restore(&mut self, now: Instant, snapshot: Snapshot) {
+        for msg in snapshot.retained {
+            if !msg.expired(now) {
+                self.retained.insert(&msg.topic.clone(), msg);
+            }
+        }
+        for stored in snapshot.sessions {
+            let r = stored.record;
+            let sid = self.new_session_id();
+            let mut s = Session::new(sid, r.client_id.clone(), r.version);
+            s.expiry_interval = r.expiry_interval;
+            s.stored = true;
+            s.will = r.will;
+            for (seq, d) in stored.deliveries {
+                s.next_seq = s.next_seq.max(seq + 1);
+                let delivery = Delivery {
+                    msg: d.msg,
+                    qos: d.qos,
+                    retain: d.retain,
+                    sub_ids: d.sub_ids,
+                    group: None,
+                    seq,
+                };
+                match d.inflight {
+                    Some((id, state)) if s.ids_in_use.insert(id.get()) => {
+                        s.inflight.push_back(Inflight {
+                            id,
+                            delivery,
+                            state,
+                        })
+                    }
+                    _ => {
+                        s.queued_bytes += delivery.msg.payload.len();
+                        s.queue.push_back(delivery);
+                    }
+                }
+            }
+            s.inbound_qos2.extend(stored.inbound);
+            let subscriptions = r.subscriptions;
+            self.by_client_id.insert(r.client_id, sid);
+            self.sessions.insert(sid, s);
+            for (filter, entry) in subscriptions {
+                self.add_subscription(sid, &filter, entry);
+            }
+            match (r.expires_at, r.will_at) {
+                // Disconnected before: keep its deadlines (they may have passed while down).
+                (Some(expires_at), will_at) => {
+                    let (expires_at, will_at) = (expires_at.max(now), will_at.map(|t| t.max(now)));
+                    let s = self.sessions.get_mut(&sid).expect("inserted above");
+                    s.expires_at = Some(expires_at);
+                    s.will_at = will_at;
+                    if let Some(at) = will_at {
+                        self.timers.insert((at, Timer::WillDelay(sid)));
+                    }
+                    self.timers.insert((expires_at, Timer::SessionExpiry(sid)));
+                }
+                // Connected when the broker stopped: it is disconnected as of now.
+                (None, _) => self.detached(now, sid),
+            }
+        }
+        self.handle_timeout(now);
+    }
+}
+
+/// A delivery record for the store.
+pub(crate) fn stored(d: &Delivery, inflight: Option<&Inflight>) -> StoredDelivery {
+    StoredDelivery {
+        msg: d.msg.clone(),
+        qos: d.qos,
+        retain: d.retain,
+        sub_ids: d.sub_ids.clone(),
+        inflight: inflight.map(|f| (f.id, f.state)),
+    }
+}
