@@ -512,10 +512,13 @@ impl<O: Outlet> Broker<O> {
             self.journal
                 .push(StoreOp::DeleteSession(s.client_id.clone()));
         }
+        // [MQTT-4.8.2-5] QoS 2 shared messages already sent die with the session; the others
+        // go to another member.
         let pending: Vec<_> = s
             .inflight
             .drain(..)
             .map(|f| f.delivery)
+            .filter(|d| d.qos != tern_codec::QoS::ExactlyOnce)
             .chain(s.queue.drain(..))
             .filter(|d| d.group.is_some())
             .collect();

@@ -34,6 +34,11 @@ impl<O: Outlet> Broker<O> {
             return self.refuse(now, conn, ReasonCode::BAD_AUTHENTICATION_METHOD);
         }
 
+        // [MQTT-3.2.2-13] A retained will cannot be accepted when retain is not available.
+        if v5 && !self.config.retain_available && connect.will.as_ref().is_some_and(|w| w.retain) {
+            return self.refuse(now, conn, ReasonCode::RETAIN_NOT_SUPPORTED);
+        }
+
         // Client identifier [MQTT-3.1.3-6..9].
         let mut client_id = connect.client_id.clone();
         if client_id.is_empty() {

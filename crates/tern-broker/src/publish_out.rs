@@ -85,7 +85,7 @@ impl<O: Outlet> Broker<O> {
     }
 
     /// Session `sid` lost its connection: its shared-subscription messages not yet received by
-    /// the client (queued, or sent without PUBACK/PUBREC) go to other members of their group.
+    /// the client (queued, or sent at QoS 1 without PUBACK) go to other members of their group.
     pub(crate) fn redispatch_shared(&mut self, now: Instant, sid: SessionId) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
@@ -94,7 +94,9 @@ impl<O: Outlet> Broker<O> {
         let mut i = 0;
         while i < s.inflight.len() {
             let f = &s.inflight[i];
-            if f.delivery.group.is_some() && f.state != OutState::AwaitPubcomp {
+            // [MQTT-4.8.2-4] A QoS 2 message already sent stays with this member: its delivery
+            // is completed when the member reconnects, never handed to another one.
+            if f.delivery.group.is_some() && f.delivery.qos != QoS::ExactlyOnce {
                 let id = f.id;
                 moved.push(s.take_inflight(id).expect("entry just seen").delivery);
             } else {

@@ -283,3 +283,19 @@ fn server_shutdown_tells_v5_clients_and_closes_all() {
     assert!(a.is_closed());
     assert_eq!(b.take(), vec![Out::Closed]);
 }
+
+/// v5: [MQTT-3.2.2-13]
+#[test]
+fn a_retained_will_is_refused_when_retain_is_not_available() {
+    let mut h = Harness::with(crate::BrokerConfig {
+        retain_available: false,
+        ..Default::default()
+    });
+    let mut c = connect(ProtocolVersion::V5, "w", true);
+    let mut w = will("will/t", "x");
+    w.retain = true;
+    c.will = Some(w);
+    let (c, ack) = h.connect(c);
+    assert_eq!(ack.reason, ReasonCode::RETAIN_NOT_SUPPORTED);
+    assert!(c.is_closed());
+}

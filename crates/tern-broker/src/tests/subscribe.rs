@@ -135,6 +135,36 @@ fn shared_messages_of_a_member_that_leaves_go_to_another_member() {
     assert_eq!(redelivered[0].payload, to_a[0].payload);
 }
 
+/// v5: [MQTT-4.8.2-4] [MQTT-4.8.2-5]
+#[test]
+fn a_shared_qos2_message_already_sent_stays_with_its_member() {
+    let mut h = Harness::new();
+    let mut c = connect(ProtocolVersion::V5, "a", true);
+    c.properties.session_expiry_interval = Some(60);
+    let (a, _) = h.connect(c);
+    let b = h.v5("b");
+    a.subscribe(&mut h, "$share/g/t", QoS::ExactlyOnce);
+    b.subscribe(&mut h, "$share/g/t", QoS::ExactlyOnce);
+    let p = h.v5("p");
+    p.publish(&mut h, publish("t", "1", QoS::ExactlyOnce, 1));
+    let sent = a.publishes();
+    assert_eq!(sent.len(), 1, "round robin starts with a");
+    // a drops before PUBREC: b must not get the message; a gets it again on reconnect.
+    h.broker.handle_closed(h.now, a.conn);
+    assert!(b.publishes().is_empty());
+    let (a, ack) = h.connect(connect(ProtocolVersion::V5, "a", false));
+    assert!(ack.session_present);
+    let again = a.publishes();
+    assert_eq!(again.len(), 1);
+    assert!(again[0].dup);
+    assert_eq!(again[0].packet_id, sent[0].packet_id);
+    // This time a reconnected with Session Expiry 0: its session ends with the connection,
+    // and nobody gets the message.
+    h.broker.handle_closed(h.now, a.conn);
+    assert!(!h.broker.by_client_id.contains_key("a"));
+    assert!(b.publishes().is_empty());
+}
+
 /// v5: no numbered statement (retained messages are not sent to a Shared Subscription).
 #[test]
 fn shared_subscriptions_get_no_retained_messages() {
