@@ -241,8 +241,12 @@ impl<O: Outlet> Lane<'_, O> {
                 delivery,
             });
         }
+        let exactly_once = f.delivery.qos == QoS::ExactlyOnce;
         self.s.inflight.push_back(f);
-        self.send(packet, true);
+        // Only QoS 2 waits for its record: were it sent first and the broker to crash before
+        // the commit, the message could reach the client twice. QoS 1 allows that, and its
+        // record is committed behind it (the publisher's acknowledgment still waits for it).
+        self.send(packet, exactly_once);
     }
 
     /// Moves queued messages into flight while the window has room.
@@ -267,7 +271,10 @@ impl<O: Outlet> Lane<'_, O> {
                 OutState::AwaitPuback | OutState::AwaitPubrec => {
                     match self.publish(&f.delivery, Some(f.id), true, now) {
                         // [MQTT-3.3.1-1] A resend carries DUP = 1 and the same identifier.
-                        Some(p) => self.send(p, true),
+                        Some(p) => {
+                            let exactly_once = f.delivery.qos == QoS::ExactlyOnce;
+                            self.send(p, exactly_once)
+                        }
                         None => {
                             self.s.take_inflight(f.id);
                             self.forget(&f.delivery);

@@ -112,6 +112,10 @@ struct BenchArgs {
     /// Connections opened at the same time during set-up.
     #[arg(long, default_value_t = 100)]
     connect_concurrency: usize,
+    /// Session Expiry Interval for every client (MQTT 5), seconds; above 0 the subscribers
+    /// have persistent sessions.
+    #[arg(long, default_value_t = 0)]
+    session_expiry: u32,
     /// Print one JSON object (parameters and figures) instead of the table.
     #[arg(long)]
     json: bool,
@@ -234,6 +238,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     config.warmup_secs = args.warmup;
     config.drain_secs = args.drain;
     config.connect_concurrency = args.connect_concurrency;
+    config.session_expiry = args.session_expiry;
     config.progress = !args.quiet;
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

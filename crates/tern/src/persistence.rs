@@ -4,6 +4,7 @@
 //! This module owns the thread, the channel from the core and the commit loop. It must not
 //! interpret operations (the store does) or decide what waits for what (the core does).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -83,6 +84,7 @@ pub(crate) fn spawn(
                 if last.is_none() {
                     continue;
                 }
+                coalesce(&mut pending);
                 while let Some(ticket) = last {
                     match store.commit(&pending, true) {
                         Ok(()) => {
@@ -121,4 +123,98 @@ pub(crate) fn spawn(
                 last_commit = Instant::now();
             }
         })
+}
+
+/// Drops every `PutDelivery` that a later `DeleteDelivery` of the same key in the same commit
+/// makes moot: a QoS 1 message delivered and acknowledged within one group-commit window is
+/// never written at all. The delete stays (the key may exist from an earlier commit; deleting
+/// a missing key is cheap).
+fn coalesce(ops: &mut Vec<StoreOp>) {
+    let mut deleted: HashSet<(&str, u64)> = HashSet::new();
+    let mut keep = vec![true; ops.len()];
+    for (i, op) in ops.iter().enumerate().rev() {
+        match op {
+            StoreOp::DeleteDelivery { client_id, seq } => {
+                deleted.insert((client_id, *seq));
+            }
+            StoreOp::PutDelivery { client_id, seq, .. }
+                if deleted.contains(&(&**client_id, *seq)) =>
+            {
+                keep[i] = false;
+            }
+            _ => {}
+        }
+    }
+    let mut keep = keep.into_iter();
+    ops.retain(|_| keep.next().unwrap_or(true));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use tern_broker::persist::{StoreOp, StoredDelivery};
+    use tern_broker::session::Message;
+    use tern_codec::QoS;
+
+    use super::coalesce;
+
+    fn put(client: &str, seq: u64) -> StoreOp {
+        let msg = Message {
+            topic: "t".into(),
+            payload: Bytes::new(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+            publisher: None,
+        };
+        let delivery = StoredDelivery {
+            msg: Arc::new(msg),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: vec![],
+            inflight: None,
+        };
+        StoreOp::PutDelivery {
+            client_id: client.into(),
+            seq,
+            delivery,
+        }
+    }
+
+    fn del(client: &str, seq: u64) -> StoreOp {
+        StoreOp::DeleteDelivery {
+            client_id: client.into(),
+            seq,
+        }
+    }
+
+    fn shape(ops: &[StoreOp]) -> Vec<String> {
+        ops.iter()
+            .map(|op| match op {
+                StoreOp::PutDelivery { client_id, seq, .. } => format!("put {client_id}/{seq}"),
+                StoreOp::DeleteDelivery { client_id, seq } => format!("del {client_id}/{seq}"),
+                _ => "other".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_put_deleted_in_the_same_commit_is_never_written() {
+        let mut ops = vec![
+            put("a", 1),
+            put("a", 2),
+            put("b", 1),
+            del("a", 1),
+            put("a", 1),
+            del("b", 2),
+        ];
+        coalesce(&mut ops);
+        assert_eq!(
+            shape(&ops),
+            ["put a/2", "put b/1", "del a/1", "put a/1", "del b/2"]
+        );
+    }
 }

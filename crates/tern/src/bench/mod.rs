@@ -91,6 +91,10 @@ pub struct BenchConfig {
     pub drain_secs: f64,
     /// Connections opened at the same time while setting up.
     pub connect_concurrency: usize,
+    /// Session Expiry Interval every client asks for (MQTT 5), seconds; 0 for sessions that
+    /// end with their connection. Above 0, subscribers have persistent sessions, which is what
+    /// a durable broker must store.
+    pub session_expiry: u32,
     /// Print a progress line on stderr every second.
     #[serde(skip)]
     pub progress: bool,
@@ -132,6 +136,7 @@ impl BenchConfig {
             warmup_secs: 2.0,
             drain_secs: 2.0,
             connect_concurrency: 100,
+            session_expiry: 0,
             progress: false,
         }
     }
@@ -222,6 +227,7 @@ impl BenchConfig {
             },
             keep_alive: 30,
             incoming_capacity: 1024,
+            session_expiry: (self.session_expiry > 0).then_some(self.session_expiry),
             ..ConnectOptions::new(self.version(), client_id)
         }
     }
