@@ -4,9 +4,10 @@
 //! Each case is one packet value and its wire form. `decode/*` measures turning one whole frame,
 //! already in the read buffer, into a [`Packet`] and dropping that packet again: the read buffer
 //! is one `BytesMut` reused for the whole run and refilled with 256 frames at a time outside the
-//! timed region, as a connection's read buffer is refilled by socket reads. `encode/*` measures appending the packet to a reused, cleared `BytesMut`, as an
-//! outbound connection buffer is reused. Throughput is reported in wire bytes per second; one
-//! iteration is one packet, so the time per iteration is the time per packet.
+//! timed region, as a connection's read buffer is refilled by socket reads. `encode/*` measures
+//! appending the packet to a reused, cleared `BytesMut`, as an outbound connection buffer is
+//! reused. Throughput is reported in wire bytes per second; one iteration is one packet, so the
+//! time per iteration is the time per packet.
 //!
 //! Run: `cargo bench -p tern-codec --bench codec` (add a filter such as `publish` to run a
 //! subset).
