@@ -43,7 +43,7 @@ fn populate(dir: &std::path::Path, retained: usize, sessions: usize) -> Duration
     let started = Instant::now();
     let mut store = DiskStore::open(dir).expect("open store");
     let mut ops = Vec::with_capacity(20_000);
-    let mut flush = |ops: &mut Vec<StoreOp>, store: &mut DiskStore| {
+    let flush = |ops: &mut Vec<StoreOp>, store: &mut DiskStore| {
         store.commit(ops, false).expect("commit");
         ops.clear();
     };
@@ -105,6 +105,11 @@ fn main() {
         .map(|m| m.len())
         .sum();
 
+    tracing_subscriber::fmt()
+        .with_env_filter("tern=info")
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -116,6 +116,7 @@ impl Server {
                     .map_err(io::Error::other)?
                     .map_err(io::Error::other)?;
             store = store_back;
+            let loaded = started.elapsed();
             let (sessions, retained) = (snapshot.sessions.len(), snapshot.retained.len());
             broker.set_persistence(match config.store.durability() {
                 Durability::Sync => PersistMode::Sync,
@@ -125,6 +126,7 @@ impl Server {
             tracing::info!(
                 sessions,
                 retained,
+                load_ms = loaded.as_millis() as u64,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "restored state from the store"
             );
