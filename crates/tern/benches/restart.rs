@@ -115,8 +115,10 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut config = Config::default();
-        config.listeners = vec![ListenerConfig { bind: "127.0.0.1:0".parse().expect("addr") }];
+        let mut config = Config {
+            listeners: vec![ListenerConfig { bind: "127.0.0.1:0".parse().expect("addr") }],
+            ..Config::default()
+        };
         config.store.dir = dir.path().to_path_buf();
         let started = Instant::now();
         let server = Server::start(config).await.expect("broker starts");
