@@ -4,6 +4,8 @@
 //! [`Outlet`].
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,14 +108,14 @@ pub(crate) struct CloseHow {
 /// The broker core; see the crate doc for the calling protocol.
 pub struct Broker<O: Outlet> {
     pub(crate) config: Arc<BrokerConfig>,
-    pub(crate) conns: HashMap<ConnId, Conn<O>>,
-    pub(crate) sessions: HashMap<SessionId, Session>,
+    pub(crate) conns: FxHashMap<ConnId, Conn<O>>,
+    pub(crate) sessions: FxHashMap<SessionId, Session>,
     pub(crate) by_client_id: HashMap<Arc<str>, SessionId>,
     /// Non-shared subscriptions.
     pub(crate) index: TopicIndex<SessionId, SubEntry>,
     /// Shared subscriptions: one entry per group.
     pub(crate) shared_index: TopicIndex<GroupId, ()>,
-    pub(crate) groups: HashMap<GroupId, Group>,
+    pub(crate) groups: FxHashMap<GroupId, Group>,
     pub(crate) group_ids: HashMap<(String, String), GroupId>,
     pub(crate) retained: RetainedTree<Arc<Message>>,
     pub(crate) timers: BTreeSet<(Instant, Timer)>,
@@ -138,12 +140,12 @@ impl<O: Outlet> Broker<O> {
             .finish();
         let mut broker = Broker {
             config: Arc::new(config),
-            conns: HashMap::new(),
-            sessions: HashMap::new(),
+            conns: FxHashMap::default(),
+            sessions: FxHashMap::default(),
             by_client_id: HashMap::new(),
             index: TopicIndex::new(),
             shared_index: TopicIndex::new(),
-            groups: HashMap::new(),
+            groups: FxHashMap::default(),
             group_ids: HashMap::new(),
             retained: RetainedTree::new(),
             timers: BTreeSet::new(),

@@ -13,7 +13,9 @@
 //! Inbound QoS 2 (method B, route on PUBLISH): PUBLISH(id) ──► route, remember id, PUBREC ──►
 //! PUBREL(id) ──► forget id, PUBCOMP. A PUBLISH whose id is remembered is not routed again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -142,11 +144,11 @@ pub struct Session {
     /// Outbound QoS 1/2 messages holding an identifier, in the order they were sent.
     pub inflight: VecDeque<Inflight>,
     /// Identifiers held by `inflight` (never reused while held).
-    pub ids_in_use: HashSet<u16>,
+    pub ids_in_use: FxHashSet<u16>,
     /// Next identifier to try.
     next_id: u16,
     /// Inbound QoS 2 identifiers received and not yet released by PUBREL.
-    pub inbound_qos2: HashSet<u16>,
+    pub inbound_qos2: FxHashSet<u16>,
     /// The next delivery key in the store.
     pub next_seq: u64,
     /// Whether the store holds a record of this session.
@@ -169,9 +171,9 @@ impl Session {
             queue: VecDeque::new(),
             queued_bytes: 0,
             inflight: VecDeque::new(),
-            ids_in_use: HashSet::new(),
+            ids_in_use: FxHashSet::default(),
             next_id: 1,
-            inbound_qos2: HashSet::new(),
+            inbound_qos2: FxHashSet::default(),
             next_seq: 1,
             stored: false,
         }

@@ -28,6 +28,8 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
 use std::mem;
 
 /// Subscriptions by topic filter; matching cost depends on the matching filters, not the total.
@@ -390,7 +392,7 @@ enum Subs<K, V> {
     /// Up to [`FEW_MAX`] entries, searched linearly.
     Few(Vec<(K, V)>),
     /// More entries (drops back to `Few` once it shrinks to a quarter of [`FEW_MAX`]).
-    Many(HashMap<K, V>),
+    Many(FxHashMap<K, V>),
 }
 
 impl<K, V> Default for Subs<K, V> {
@@ -443,7 +445,7 @@ impl<K: Copy + Eq + Hash, V> Subs<K, V> {
                 if v.len() < FEW_MAX {
                     v.push((key, value));
                 } else {
-                    let mut m: HashMap<K, V> = v.drain(..).collect();
+                    let mut m: FxHashMap<K, V> = v.drain(..).collect();
                     m.insert(key, value);
                     *self = Subs::Many(m);
                 }
