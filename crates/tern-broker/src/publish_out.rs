@@ -334,8 +334,8 @@ impl<O: Outlet> Lane<'_, O> {
         }
     }
 
-    /// Builds the PUBLISH for `d`; `None` when it is dropped instead (expired, or larger than
-    /// the client's Maximum Packet Size [MQTT-3.1.2-25]).
+    /// Builds the PUBLISH for `d`; `None` when it is dropped instead (expired before its first
+    /// send, or larger than the client's Maximum Packet Size [MQTT-3.1.2-25]).
     fn publish(
         &mut self,
         d: &Delivery,
@@ -347,12 +347,20 @@ impl<O: Outlet> Lane<'_, O> {
         let msg = &d.msg;
         let mut properties = msg.properties.clone();
         if let Some(at) = msg.expires_at {
-            // [MQTT-3.3.2-6] Forward the remaining lifetime; drop what has expired.
-            let Some(left) = at.checked_duration_since(now).filter(|l| !l.is_zero()) else {
-                self.stats.dropped += 1;
-                return None;
+            // [MQTT-3.3.2-6] Forward the remaining lifetime; drop what has expired, unless this
+            // is a resend: once its PUBLISH has been sent, onward delivery has started and the
+            // flow is completed whatever the expiry [MQTT-3.3.2-5] [MQTT-4.3.3-7]. A resend of
+            // an expired message carries the shortest lifetime, 1 second.
+            let left = at.checked_duration_since(now).filter(|l| !l.is_zero());
+            let secs = match left {
+                Some(left) => left.as_secs_f64().ceil() as u32,
+                None if dup => 1,
+                None => {
+                    self.stats.dropped += 1;
+                    return None;
+                }
             };
-            properties.message_expiry_interval = Some(left.as_secs_f64().ceil() as u32);
+            properties.message_expiry_interval = Some(secs);
         }
         properties.subscription_identifiers = d.sub_ids.clone();
         let mut p = Publish {
