@@ -4,13 +4,13 @@
 //! This module owns the thread, the channel from the core and the commit loop. It must not
 //! interpret operations (the store does) or decide what waits for what (the core does).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tern_broker::persist::{StoreOp, Ticket};
+use tern_broker::persist::{Snapshot, StoreOp, Ticket};
 use tern_store::Store;
 
 use crate::config::Durability;
@@ -48,6 +48,7 @@ pub(crate) fn spawn(
     shared: Arc<SharedBroker>,
     rx: mpsc::Receiver<StoreMsg>,
     stats: Arc<StoreStats>,
+    mut written: Written,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("tern-store".into())
@@ -84,10 +85,17 @@ pub(crate) fn spawn(
                 if last.is_none() {
                     continue;
                 }
-                coalesce(&mut pending);
+                coalesce(&mut pending, &written);
                 while let Some(ticket) = last {
-                    match store.commit(&pending, true) {
+                    // Nothing left to write (every delivery was completed within the window):
+                    // no transaction and no fsync at all.
+                    let result = match pending.is_empty() {
+                        true => Ok(()),
+                        false => store.commit(&pending, true),
+                    };
+                    match result {
                         Ok(()) => {
+                            written.apply(&pending);
                             stats
                                 .commits
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -125,22 +133,74 @@ pub(crate) fn spawn(
         })
 }
 
-/// Drops every `PutDelivery` that a later `DeleteDelivery` of the same key in the same commit
-/// makes moot: a QoS 1 message delivered and acknowledged within one group-commit window is
-/// never written at all. The delete stays (the key may exist from an earlier commit; deleting
-/// a missing key is cheap).
-fn coalesce(ops: &mut Vec<StoreOp>) {
+/// The delivery keys the store holds (written and not yet deleted), so that a delivery put
+/// and deleted between two commits costs nothing at all.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    by_client: HashMap<Arc<str>, HashSet<u64>>,
+}
+
+impl Written {
+    /// The deliveries of a snapshot just loaded.
+    pub(crate) fn from_snapshot(snapshot: &Snapshot) -> Self {
+        let mut w = Written::default();
+        for s in &snapshot.sessions {
+            let seqs = s.deliveries.iter().map(|(seq, _)| *seq).collect();
+            w.by_client.insert(s.record.client_id.clone(), seqs);
+        }
+        w
+    }
+
+    fn contains(&self, client_id: &str, seq: u64) -> bool {
+        self.by_client
+            .get(client_id)
+            .is_some_and(|s| s.contains(&seq))
+    }
+
+    /// Follows a successful commit of `ops`.
+    fn apply(&mut self, ops: &[StoreOp]) {
+        for op in ops {
+            match op {
+                StoreOp::PutDelivery { client_id, seq, .. } => {
+                    self.by_client
+                        .entry(client_id.clone())
+                        .or_default()
+                        .insert(*seq);
+                }
+                StoreOp::DeleteDelivery { client_id, seq } => {
+                    if let Some(s) = self.by_client.get_mut(&**client_id) {
+                        s.remove(seq);
+                        if s.is_empty() {
+                            self.by_client.remove(&**client_id);
+                        }
+                    }
+                }
+                StoreOp::DeleteSession(client_id) => {
+                    self.by_client.remove(&**client_id);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Drops the delivery operations a commit does not need: a `PutDelivery` followed in the same
+/// commit by a `DeleteDelivery` of the same key, and a `DeleteDelivery` of a key the store does
+/// not hold. A QoS 1 message delivered and acknowledged within one group-commit window is
+/// thus never written at all.
+fn coalesce(ops: &mut Vec<StoreOp>, written: &Written) {
     let mut deleted: HashSet<(&str, u64)> = HashSet::new();
     let mut keep = vec![true; ops.len()];
     for (i, op) in ops.iter().enumerate().rev() {
         match op {
             StoreOp::DeleteDelivery { client_id, seq } => {
-                deleted.insert((client_id, *seq));
+                // Any put before this delete is dropped (below), so the key is on disk at this
+                // point only if an earlier commit wrote it.
+                let fresh = deleted.insert((client_id, *seq));
+                keep[i] = fresh && written.contains(client_id, *seq);
             }
-            StoreOp::PutDelivery { client_id, seq, .. }
-                if deleted.contains(&(&**client_id, *seq)) =>
-            {
-                keep[i] = false;
+            StoreOp::PutDelivery { client_id, seq, .. } => {
+                keep[i] = !deleted.contains(&(&**client_id, *seq));
             }
             _ => {}
         }
@@ -158,7 +218,7 @@ mod tests {
     use tern_broker::session::Message;
     use tern_codec::QoS;
 
-    use super::coalesce;
+    use super::{Written, coalesce};
 
     fn put(client: &str, seq: u64) -> StoreOp {
         let msg = Message {
@@ -203,6 +263,8 @@ mod tests {
 
     #[test]
     fn a_put_deleted_in_the_same_commit_is_never_written() {
+        let mut written = Written::default();
+        written.apply(&[put("b", 2)]);
         let mut ops = vec![
             put("a", 1),
             put("a", 2),
@@ -210,11 +272,19 @@ mod tests {
             del("a", 1),
             put("a", 1),
             del("b", 2),
+            del("c", 9),
         ];
-        coalesce(&mut ops);
-        assert_eq!(
-            shape(&ops),
-            ["put a/2", "put b/1", "del a/1", "put a/1", "del b/2"]
-        );
+        coalesce(&mut ops, &written);
+        assert_eq!(shape(&ops), ["put a/2", "put b/1", "put a/1", "del b/2"]);
+    }
+
+    #[test]
+    fn written_keys_follow_commits() {
+        let mut written = Written::default();
+        written.apply(&[put("a", 1), put("a", 2), del("a", 1)]);
+        assert!(!written.contains("a", 1));
+        assert!(written.contains("a", 2));
+        written.apply(&[StoreOp::DeleteSession("a".into())]);
+        assert!(!written.contains("a", 2));
     }
 }

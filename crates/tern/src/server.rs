@@ -21,7 +21,7 @@ use crate::Config;
 use crate::config::Durability;
 use crate::conn::ConnParams;
 use crate::listener;
-use crate::persistence::{self, StoreMsg, StoreStats, StoreTx};
+use crate::persistence::{self, StoreMsg, StoreStats, StoreTx, Written};
 use crate::shared::SharedBroker;
 use crate::shutdown::{Flag, Tracker};
 use crate::timer;
@@ -108,6 +108,7 @@ impl Server {
     ) -> io::Result<Server> {
         let mut broker = Broker::new(config.broker.clone());
         let mut store_parts = None;
+        let mut written = Written::default();
         if let Some(mut store) = store {
             let started = Instant::now();
             let (store_back, snapshot) =
@@ -122,6 +123,7 @@ impl Server {
                 Durability::Sync => PersistMode::Sync,
                 Durability::Batch { .. } => PersistMode::Batch,
             });
+            written = Written::from_snapshot(&snapshot);
             broker.restore(Instant::now(), snapshot);
             tracing::info!(
                 sessions,
@@ -144,6 +146,7 @@ impl Server {
                 shared.clone(),
                 store_rx,
                 Arc::new(StoreStats::default()),
+                written,
             )?),
             None => None,
         };
