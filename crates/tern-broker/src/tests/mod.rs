@@ -6,7 +6,10 @@ mod harness;
 
 mod connect;
 mod durable;
+mod flows;
+mod limits;
 mod publish;
 mod subscribe;
+mod subscriptions;
 mod v5;
 mod will;
