@@ -29,6 +29,7 @@ mod publish_out;
 pub mod retained;
 pub mod session;
 mod subscribe;
+mod sys;
 pub mod topic_index;
 
 pub use broker::{Broker, ConnId, Outlet, Stats};

@@ -130,6 +130,8 @@ pub struct ServerConfig {
     /// Most connections open at once; further ones are accepted and closed at once. 0 means no
     /// limit other than the OS file limit. Default 0.
     pub max_connections: usize,
+    /// Seconds between updates of the `$SYS/broker/…` counters; 0 turns them off. Default 10.
+    pub sys_interval_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +139,7 @@ impl Default for ServerConfig {
         ServerConfig {
             connect_timeout_secs: 10,
             max_connections: 0,
+            sys_interval_secs: 10,
         }
     }
 }
@@ -338,6 +341,8 @@ bind = "{bind}"
 connect_timeout_secs = {connect_timeout_secs}
 # Most connections open at once (further ones are closed at once); 0 means no limit.
 max_connections = {max_connections}
+# Seconds between updates of the $SYS/broker/... counters; 0 turns them off.
+sys_interval_secs = {sys_interval_secs}
 
 [log]
 # Log filter, e.g. "info" or "tern=debug,info"; the RUST_LOG variable overrides it.
@@ -388,6 +393,7 @@ batch_interval_ms = {batch_interval_ms}
 "#,
         connect_timeout_secs = d.server.connect_timeout_secs,
         max_connections = d.server.max_connections,
+        sys_interval_secs = d.server.sys_interval_secs,
         level = d.log.level,
         max_packet_size = b.max_packet_size,
         receive_maximum = b.receive_maximum,

@@ -18,6 +18,7 @@ mod listener;
 mod persistence;
 mod shared;
 mod shutdown;
+mod sys;
 mod timer;
 
 pub use config::Config;

@@ -24,6 +24,7 @@ use crate::listener;
 use crate::persistence::{self, StoreMsg, StoreStats, StoreTx, Written};
 use crate::shared::SharedBroker;
 use crate::shutdown::{Flag, Tracker};
+use crate::sys;
 use crate::timer;
 
 /// How long [`Server::shutdown`] waits for connections to close before abandoning them.
@@ -37,6 +38,7 @@ pub struct Server {
     abandon: Flag,
     accept_tasks: Vec<JoinHandle<()>>,
     timer_task: JoinHandle<()>,
+    sys_task: Option<JoinHandle<()>>,
     tracker: Tracker,
     store_tx: Option<StoreTx>,
     store_thread: Option<std::thread::JoinHandle<()>>,
@@ -139,13 +141,14 @@ impl Server {
             broker,
             store_parts.is_some().then(|| store_tx.clone()),
         ));
+        let store_stats = Arc::new(StoreStats::default());
         let store_thread = match store_parts {
             Some(store) => Some(persistence::spawn(
                 store,
                 config.store.durability(),
                 shared.clone(),
                 store_rx,
-                Arc::new(StoreStats::default()),
+                store_stats.clone(),
                 written,
             )?),
             None => None,
@@ -182,6 +185,14 @@ impl Server {
             })
             .collect();
         let timer_task = tokio::spawn(timer::run(shared.clone()));
+        let sys_task = match config.server.sys_interval_secs {
+            0 => None,
+            secs => Some(tokio::spawn(sys::run(
+                shared.clone(),
+                Duration::from_secs(secs),
+                store_stats,
+            ))),
+        };
         Ok(Server {
             addrs,
             shared,
@@ -191,6 +202,7 @@ impl Server {
             abandon,
             accept_tasks,
             timer_task,
+            sys_task,
             tracker,
         })
     }
@@ -223,6 +235,9 @@ impl Server {
         }
         self.timer_task.abort();
         let _ = (&mut self.timer_task).await;
+        if let Some(task) = self.sys_task.take() {
+            task.abort();
+        }
         // Everything the core recorded is committed before the store thread stops.
         if let Some(tx) = self.store_tx.take() {
             let _ = tx.send(StoreMsg::Stop);
@@ -239,6 +254,9 @@ impl Drop for Server {
         self.stop_accepting.raise();
         self.abandon.raise();
         self.timer_task.abort();
+        if let Some(task) = &self.sys_task {
+            task.abort();
+        }
         if let Some(tx) = self.store_tx.take() {
             let _ = tx.send(StoreMsg::Stop);
         }

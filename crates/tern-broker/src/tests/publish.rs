@@ -463,3 +463,21 @@ fn response_topic_correlation_data_and_user_properties_pass_through_in_order() {
     let got = s.publishes();
     assert_eq!(got[0].properties, m.properties);
 }
+
+#[test]
+fn system_topics_are_retained_routed_and_never_stored() {
+    let mut h = Harness::new();
+    h.broker.set_persistence(crate::PersistMode::Sync);
+    let s = h.v5("s");
+    s.subscribe(&mut h, "$SYS/broker/clients/+", QoS::AtMostOnce);
+    h.broker.publish_system(
+        h.now,
+        "$SYS/broker/clients/connected",
+        Bytes::from_static(b"1"),
+    );
+    assert_eq!(&s.publishes()[0].payload[..], b"1");
+    assert!(h.broker.poll_persist().is_none());
+    let late = h.v5("late");
+    late.subscribe(&mut h, "$SYS/broker/clients/connected", QoS::AtMostOnce);
+    assert!(late.publishes()[0].retain);
+}

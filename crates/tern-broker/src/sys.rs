@@ -1,0 +1,31 @@
+//! `$SYS` topics: the broker's own retained messages about itself (uptime, clients, message
+//! counts). They are published by the broker, never persisted (they are rewritten after every
+//! start), and clients cannot publish under `$SYS` (see `publish_in.rs`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tern_codec::QoS;
+
+use crate::broker::{Broker, Outlet};
+use crate::session::Message;
+
+impl<O: Outlet> Broker<O> {
+    /// Publishes `payload` as the retained message of the `$SYS` topic `topic` (which must start
+    /// with `$SYS/`) and routes it to current subscribers. Nothing is stored.
+    pub fn publish_system(&mut self, now: Instant, topic: &str, payload: Bytes) {
+        debug_assert!(topic.starts_with("$SYS/"));
+        let msg = Arc::new(Message {
+            topic: topic.to_string(),
+            payload,
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Default::default(),
+            expires_at: None,
+            publisher: None,
+        });
+        self.retained.insert(topic, msg.clone());
+        self.route(now, msg);
+    }
+}
