@@ -141,6 +141,8 @@ fn closing_rows() -> Vec<Row> {
         row("reserved_packet_type_0", V3_1_1, vec![0x00, 0x00], Closed, "MQTT-4.8.0-1"),
         // Type 15 is AUTH in v5 but reserved in 3.1.1 (section 2.2.1).
         row("packet_type_15_before_v5", V3_1_1, vec![0xF0, 0x00], Closed, "MQTT-4.8.0-1"),
+        // AUTH with reserved flag bits 0001: malformed before it is even a protocol error.
+        row("auth_with_flags_set", V5, vec![0xF1, 0x00], Disconnect(0x81), "MQTT-3.15.1-1"),
         // --- Remaining Length ----------------------------------------------------------------
         // Only the fixed header of a 511-byte PUBLISH (FF 03): refused at once, never awaited.
         row("remaining_length_above_max_packet_size", V5, vec![0x30, 0xFF, 0x03], Disconnect(0x95), "MQTT-3.2.2-15")
