@@ -535,4 +535,31 @@ mod tests {
             ReasonCode::MALFORMED_PACKET,
         );
     }
+
+    /// v5: [MQTT-1.5.7-1] [MQTT-3.3.2-13] [MQTT-3.3.2-19]
+    #[test]
+    fn ill_formed_utf8_in_string_properties_and_user_property_pairs_is_malformed() {
+        let good: &[u8] = &[0, 1, b'k'];
+        // A UTF-16 surrogate (U+D800 as ED A0 80) is not well-formed UTF-8; U+0000 is forbidden.
+        for (bad, rule) in [
+            (&[0, 3, 0xED, 0xA0, 0x80][..], crate::wire::RULE_UTF8),
+            (&[0, 3, b'a', 0, b'b'][..], crate::wire::RULE_NUL),
+        ] {
+            let cases: [(&str, Vec<u8>); 4] = [
+                ("Response Topic", [&[0x08][..], bad].concat()),
+                ("Content Type", [&[0x03][..], bad].concat()),
+                ("User Property name", [&[0x26][..], bad, good].concat()),
+                ("User Property value", [&[0x26][..], good, bad].concat()),
+            ];
+            for (what, body) in cases {
+                let bytes = [&[body.len() as u8][..], &body].concat();
+                let err = decode(&bytes, Allowed::PUBLISH).unwrap_err();
+                assert_eq!(
+                    (err.rule, err.reason),
+                    (rule, ReasonCode::MALFORMED_PACKET),
+                    "{what}"
+                );
+            }
+        }
+    }
 }

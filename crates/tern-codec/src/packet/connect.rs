@@ -490,4 +490,32 @@ mod tests {
         assert_eq!(peek_connect_version(&[0x20, 2, 0, 0]), None);
         assert_eq!(peek_connect_version(&[]), None);
     }
+
+    /// v5: [MQTT-3.1.3-4] [MQTT-3.1.3-11] [MQTT-3.1.3-12]
+    /// v3.1.1: [MQTT-3.1.3-4] [MQTT-3.1.3-10] [MQTT-3.1.3-11]
+    #[test]
+    fn ill_formed_utf8_client_id_will_topic_or_user_name_is_malformed() {
+        // A UTF-16 surrogate (U+D800 as ED A0 80) is not well-formed UTF-8.
+        const BAD: [u8; 5] = [0, 3, 0xED, 0xA0, 0x80];
+        for (v, level) in [(V3_1_1, 4), (V5, 5)] {
+            let props: &[u8] = if v == V5 { &[0] } else { &[] };
+            let cases: [(&str, u8, Vec<u8>); 3] = [
+                ("client id", 0x02, [props, &BAD].concat()),
+                (
+                    "will topic",
+                    0x06,
+                    [props, &[0, 1, b'c'], props, &BAD, &[0, 0]].concat(),
+                ),
+                ("user name", 0x82, [props, &[0, 1, b'c'], &BAD].concat()),
+            ];
+            for (field, flags, rest) in cases {
+                let err = decode_all(&raw(b"MQTT", level, flags, &rest), v).unwrap_err();
+                assert_eq!(
+                    (err.rule, err.reason),
+                    (crate::wire::RULE_UTF8, ReasonCode::MALFORMED_PACKET),
+                    "{v:?} {field}"
+                );
+            }
+        }
+    }
 }

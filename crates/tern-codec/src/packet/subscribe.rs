@@ -296,4 +296,22 @@ mod tests {
             ReasonCode::MALFORMED_PACKET,
         );
     }
+
+    /// v5: [MQTT-3.8.3-1]
+    #[test]
+    fn v5_ill_formed_utf8_filter_is_malformed() {
+        // Id 1, no properties, ED A0 80 (a UTF-16 surrogate), options QoS 0.
+        let bytes = [0x82, 9, 0, 1, 0, 0, 3, 0xED, 0xA0, 0x80, 0];
+        assert_violation(
+            decode_all(&bytes, V5),
+            crate::wire::RULE_UTF8,
+            ReasonCode::MALFORMED_PACKET,
+        );
+        let nul = [0x82, 9, 0, 1, 0, 0, 3, b'a', 0, b'b', 0];
+        assert_violation(
+            decode_all(&nul, V5),
+            crate::wire::RULE_NUL,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
 }

@@ -129,4 +129,22 @@ mod tests {
             ReasonCode::MALFORMED_PACKET,
         );
     }
+
+    /// v5: [MQTT-3.10.3-1]
+    /// v3.1.1: [MQTT-3.10.3-1]
+    #[test]
+    fn ill_formed_utf8_filter_is_malformed() {
+        // Id 1, [v5: no properties], "a", then ED A0 80 (a UTF-16 surrogate).
+        let filters: &[u8] = &[0, 1, b'a', 0, 3, 0xED, 0xA0, 0x80];
+        for v in [V3_1_1, V5] {
+            let props: &[u8] = if v == V5 { &[0] } else { &[] };
+            let body = [&[0, 1][..], props, filters].concat();
+            let bytes = [&[0xA2, body.len() as u8][..], &body].concat();
+            assert_violation(
+                decode_all(&bytes, v),
+                crate::wire::RULE_UTF8,
+                ReasonCode::MALFORMED_PACKET,
+            );
+        }
+    }
 }
