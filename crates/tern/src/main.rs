@@ -189,13 +189,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config_store = config.store.enabled.then(|| config.store.dir.clone());
     runtime.block_on(async {
         let server = Server::start(config).await?;
-        for addr in server.local_addrs() {
-            tracing::info!("listening on {addr} (mqtt/tcp)");
-        }
-        match config_store {
-            Some(dir) => tracing::info!("durable state in {}", dir.display()),
-            None => tracing::info!("in memory: nothing survives a restart"),
-        }
+        let addrs: Vec<String> = server
+            .local_addrs()
+            .iter()
+            .map(|a| format!("{a} (mqtt/tcp)"))
+            .collect();
+        let store = match config_store {
+            Some(dir) => format!("state in {}", dir.display()),
+            None => "in memory, nothing survives a restart".to_string(),
+        };
+        tracing::info!("listening on {}; {store}", addrs.join(", "));
         wait_for_signal().await?;
         tracing::info!("shutting down");
         server.shutdown().await;

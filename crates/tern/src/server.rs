@@ -127,13 +127,15 @@ impl Server {
             });
             written = Written::from_snapshot(&snapshot);
             broker.restore(Instant::now(), snapshot);
-            tracing::info!(
-                sessions,
-                retained,
-                load_ms = loaded.as_millis() as u64,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "restored state from the store"
-            );
+            if sessions > 0 || retained > 0 {
+                tracing::info!(
+                    sessions,
+                    retained,
+                    load_ms = loaded.as_millis() as u64,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "restored state from the store"
+                );
+            }
             store_parts = Some(store);
         }
         let (store_tx, store_rx) = std::sync::mpsc::channel();
