@@ -324,3 +324,23 @@ fn dup_of_the_incoming_publish_is_not_forwarded() {
         );
     }
 }
+
+/// v5: [MQTT-4.3.2-5]
+#[test]
+fn a_qos1_packet_id_reused_after_puback_is_a_new_message() {
+    let mut h = Harness::new();
+    let sub = h.v5("sub");
+    sub.subscribe(&mut h, "t", QoS::AtLeastOnce);
+    let p = h.v5("p");
+    p.publish(&mut h, publish("t", "1", QoS::AtLeastOnce, 5));
+    let mut again = publish("t", "2", QoS::AtLeastOnce, 5);
+    again.dup = true;
+    p.publish(&mut h, again);
+    assert_eq!(p.packets(), vec![Packet::PubAck(Ack::new(pid(5))); 2]);
+    let got = sub.publishes();
+    assert_eq!(got.len(), 2, "DUP = 1 does not make it a duplicate");
+    assert_eq!(
+        (&got[0].payload[..], &got[1].payload[..]),
+        (&b"1"[..], &b"2"[..])
+    );
+}
