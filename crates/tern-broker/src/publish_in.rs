@@ -55,7 +55,7 @@ impl<O: Outlet> Broker<O> {
                             now,
                             conn,
                             Violation::protocol(
-                                "MQTT-3.3.4-?",
+                                "MQTT-3.3.2.3.4",
                                 "Topic Alias not yet mapped to a topic",
                             ),
                         );

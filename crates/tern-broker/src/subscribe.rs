@@ -26,7 +26,7 @@ impl<O: Outlet> Broker<O> {
                 now,
                 conn,
                 Violation::new(
-                    "MQTT-3.8.2-?",
+                    "MQTT-3.8.2.1.2",
                     ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
                     "Subscription Identifiers are turned off",
                 ),

@@ -56,7 +56,7 @@ impl SubscriptionOptions {
         if !version.is_v5() {
             // The 3.1.1 text spells this id with a dash.
             let bad =
-                || Violation::malformed("MQTT-3-8.3-4", "reserved bits or QoS 3 in requested QoS");
+                || Violation::malformed("MQTT-3.8.3-4", "reserved bits or QoS 3 in requested QoS");
             if byte & 0xFC != 0 {
                 return Err(bad());
             }
@@ -233,12 +233,12 @@ mod tests {
     fn v3_options_upper_bits_are_malformed() {
         assert_violation(
             decode_all(&[0x82, 6, 0, 1, 0, 1, b'a', 0x04], V3_1_1),
-            "MQTT-3-8.3-4",
+            "MQTT-3.8.3-4",
             ReasonCode::MALFORMED_PACKET,
         );
         assert_violation(
             decode_all(&[0x82, 6, 0, 1, 0, 1, b'a', 0x03], V3_1_1),
-            "MQTT-3-8.3-4",
+            "MQTT-3.8.3-4",
             ReasonCode::MALFORMED_PACKET,
         );
     }
