@@ -24,6 +24,11 @@ pub trait Outlet {
     fn send(&mut self, packet: Packet);
     /// Send everything queued so far, then close the transport. Nothing is sent after this.
     fn close(&mut self);
+    /// True while the connection cannot keep up (too much waiting to be written): QoS 0
+    /// messages for it are then dropped instead of piling up in memory.
+    fn is_congested(&self) -> bool {
+        false
+    }
 }
 
 /// Identifies one transport connection for the lifetime of the broker.

@@ -154,6 +154,15 @@ impl<O: Outlet> Lane<'_, O> {
             None => false,
         };
         if self.c.is_some() && d.qos == QoS::AtMostOnce {
+            // A slow consumer does not make the broker hold QoS 0 messages without bound.
+            if self
+                .c
+                .as_ref()
+                .is_some_and(|(_, c)| c.outlet.is_congested())
+            {
+                self.stats.dropped += 1;
+                return;
+            }
             if let Some(p) = self.publish(&d, None, false, now) {
                 self.send(p, false);
             }

@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -52,12 +52,22 @@ pub(crate) enum Outbound {
 pub(crate) struct ConnOutlet {
     tx: mpsc::UnboundedSender<Outbound>,
     ending: Flag,
+    /// Packets handed to the writer and not yet written.
+    backlog: Arc<AtomicUsize>,
+    /// Backlog at which the connection counts as congested.
+    max_backlog: usize,
 }
 
 impl Outlet for ConnOutlet {
     fn send(&mut self, packet: Packet) {
         // A send error means the writer is gone: the connection is closing and the packet moot.
-        let _ = self.tx.send(Outbound::Packet(packet));
+        if self.tx.send(Outbound::Packet(packet)).is_ok() {
+            self.backlog.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn is_congested(&self) -> bool {
+        self.backlog.load(Ordering::Relaxed) >= self.max_backlog
     }
 
     fn close(&mut self) {
@@ -76,6 +86,9 @@ pub(crate) struct ConnParams {
     pub max_packet_size: u32,
     /// Raised when the server gives up waiting for connections at shutdown.
     pub abandon: Flag,
+    /// Packets waiting for the socket at which a connection counts as congested (QoS 0
+    /// messages to it are then dropped by the core).
+    pub max_backlog: usize,
 }
 
 /// Register an accepted socket with the core and spawn the task that drives it.
@@ -91,9 +104,12 @@ pub(crate) fn spawn(
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let ending = Flag::new();
+    let backlog = Arc::new(AtomicUsize::new(0));
     let outlet = ConnOutlet {
         tx,
         ending: ending.clone(),
+        backlog: backlog.clone(),
+        max_backlog: params.max_backlog.max(1),
     };
     let shared = params.shared.clone();
     let id = shared.call(|broker, now| broker.open(now, outlet));
@@ -104,6 +120,7 @@ pub(crate) fn spawn(
         peer,
         ending,
         version: Arc::new(AtomicU8::new(0)),
+        backlog,
         connect_timeout: params.connect_timeout,
         max_packet_size: params.max_packet_size,
     };
@@ -124,6 +141,8 @@ struct Connection {
     ending: Flag,
     /// Protocol level for encoding: 0 until known, else a `ProtocolVersion` as `u8`.
     version: Arc<AtomicU8>,
+    /// Packets handed over by the core and not yet written (shared with the outlet).
+    backlog: Arc<AtomicUsize>,
     connect_timeout: Option<Duration>,
     max_packet_size: u32,
 }
@@ -276,13 +295,20 @@ impl Connection {
             let version = self.version();
             let mut close = false;
             let mut done = last_round;
+            let mut taken = 0;
             match first {
-                Some(item) => close = encode(item, version, &mut out),
+                Some(item) => {
+                    taken += usize::from(matches!(item, Outbound::Packet(_)));
+                    close = encode(item, version, &mut out);
+                }
                 None => done = true,
             }
             while !close && (done || out.len() < WRITE_BATCH) {
                 match rx.try_recv() {
-                    Ok(item) => close = encode(item, version, &mut out),
+                    Ok(item) => {
+                        taken += usize::from(matches!(item, Outbound::Packet(_)));
+                        close = encode(item, version, &mut out);
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         done = true;
@@ -297,6 +323,7 @@ impl Connection {
                     return false;
                 }
                 out.clear();
+                self.backlog.fetch_sub(taken, Ordering::Relaxed);
                 if out.capacity() > SHRINK_ABOVE {
                     out = BytesMut::with_capacity(READ_CHUNK);
                 }

@@ -168,6 +168,7 @@ impl Server {
             },
             max_packet_size: config.broker.max_packet_size,
             abandon: abandon.clone(),
+            max_backlog: config.broker.max_queued_messages,
         });
         let limit = match config.server.max_connections {
             0 => None,

@@ -1,0 +1,90 @@
+//! A subscriber that stops reading does not make the broker hold QoS 0 messages without
+//! bound: once its backlog reaches the queue limit, QoS 0 messages for it are dropped (and
+//! counted), and everyone else carries on.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tern::config::ListenerConfig;
+use tern_client::{Client, ConnectOptions, ProtocolVersion, QoS};
+use tern_codec::{Connect, Packet, PacketId, Properties, Subscribe, SubscriptionOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_to_a_stalled_subscriber_is_dropped_not_hoarded() {
+    let mut config = support::in_memory();
+    config.listeners = vec![ListenerConfig {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+    }];
+    config.broker.max_queued_messages = 50;
+    config.server.sys_interval_secs = 1;
+    let server = support::start_with(config).await;
+    let addr = server.local_addr();
+
+    // A subscriber that never reads again after SUBACK.
+    let v5 = ProtocolVersion::V5;
+    let mut stalled = support::RawClient::connect(addr).await;
+    let connect = Connect {
+        protocol: v5,
+        clean_start: true,
+        keep_alive: 0,
+        properties: Properties::default(),
+        client_id: "stalled".into(),
+        will: None,
+        username: None,
+        password: None,
+    };
+    stalled
+        .send_packet(&Packet::Connect(Box::new(connect)), v5)
+        .await;
+    stalled.recv_packet(v5).await.expect("CONNACK");
+    let subscribe = Subscribe {
+        packet_id: PacketId::new(1).expect("non-zero"),
+        properties: Properties::default(),
+        filters: vec![("flood".into(), SubscriptionOptions::default())],
+    };
+    stalled.send_packet(&Packet::Subscribe(subscribe), v5).await;
+    stalled.recv_packet(v5).await.expect("SUBACK");
+
+    // 30 MB of QoS 0 messages: far more than the socket buffers and the 50-message limit.
+    let (publisher, _) = Client::connect(addr, ConnectOptions::new(v5, "flooder"))
+        .await
+        .expect("connect");
+    let payload = Bytes::from(vec![b'x'; 1024]);
+    for _ in 0..30_000 {
+        publisher
+            .publish("flood", payload.clone(), QoS::AtMostOnce, false)
+            .await
+            .expect("publish");
+    }
+
+    // The broker still serves others, and says it dropped messages for the stalled one.
+    let (mut watch, _) = Client::connect(addr, ConnectOptions::new(v5, "watch"))
+        .await
+        .expect("connect");
+    watch
+        .subscribe("$SYS/broker/publish/messages/dropped", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    let dropped = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let m = watch.recv().await.expect("message");
+            let n: u64 = std::str::from_utf8(&m.payload)
+                .expect("utf-8")
+                .parse()
+                .expect("number");
+            if n > 0 {
+                return n;
+            }
+        }
+    })
+    .await
+    .expect("a drop count within 10 s");
+    assert!(
+        dropped > 1_000,
+        "most of the flood was dropped for the stalled subscriber: {dropped}"
+    );
+    drop(stalled);
+    server.shutdown().await;
+}
