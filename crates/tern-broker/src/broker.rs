@@ -291,22 +291,17 @@ impl<O: Outlet> Broker<O> {
         } else {
             None
         };
-        if let Some(reason) = reply {
-            c.outlet.send(Packet::ConnAck(tern_codec::ConnAck {
-                session_present: false,
-                reason,
-                properties: Default::default(),
-            }));
+        match reply {
+            Some(reason) => self.refuse(now, conn, reason, violation.detail),
+            None => {
+                let how = CloseHow {
+                    disconnect: None,
+                    will: false,
+                    why: violation.detail,
+                };
+                self.close_conn(now, conn, how);
+            }
         }
-        self.close_conn(
-            now,
-            conn,
-            CloseHow {
-                disconnect: None,
-                will: false,
-                why: violation.detail,
-            },
-        );
     }
 
     /// The transport of `conn` ended (peer closed, IO error, or after an `Outlet::close`).

@@ -31,12 +31,22 @@ impl<O: Outlet> Broker<O> {
                 method,
                 "refused CONNECT: unsupported authentication method"
             );
-            return self.refuse(now, conn, ReasonCode::BAD_AUTHENTICATION_METHOD);
+            return self.refuse(
+                now,
+                conn,
+                ReasonCode::BAD_AUTHENTICATION_METHOD,
+                ReasonCode::BAD_AUTHENTICATION_METHOD.name(),
+            );
         }
 
         // [MQTT-3.2.2-13] A retained will cannot be accepted when retain is not available.
         if v5 && !self.config.retain_available && connect.will.as_ref().is_some_and(|w| w.retain) {
-            return self.refuse(now, conn, ReasonCode::RETAIN_NOT_SUPPORTED);
+            return self.refuse(
+                now,
+                conn,
+                ReasonCode::RETAIN_NOT_SUPPORTED,
+                ReasonCode::RETAIN_NOT_SUPPORTED.name(),
+            );
         }
 
         // Client identifier [MQTT-3.1.3-6..9].
@@ -50,7 +60,12 @@ impl<O: Outlet> Broker<O> {
                 ProtocolVersion::V3_1 => false,
             };
             if !allowed {
-                return self.refuse(now, conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+                return self.refuse(
+                    now,
+                    conn,
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID.name(),
+                );
             }
             client_id = self.assign_client_id();
             if v5 {
@@ -66,7 +81,12 @@ impl<O: Outlet> Broker<O> {
                 keep_alive = max_ka;
                 ack.server_keep_alive = Some(max_ka);
             } else if keep_alive > max_ka {
-                return self.refuse(now, conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+                return self.refuse(
+                    now,
+                    conn,
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID.name(),
+                );
             }
         }
 
@@ -192,7 +212,13 @@ impl<O: Outlet> Broker<O> {
     }
 
     /// Refuses a CONNECT with `reason` in a CONNACK and closes [MQTT-3.2.2-6].
-    fn refuse(&mut self, now: Instant, conn: ConnId, reason: ReasonCode) {
+    pub(crate) fn refuse(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: ReasonCode,
+        why: &'static str,
+    ) {
         self.send(
             conn,
             Packet::ConnAck(ConnAck {
@@ -207,7 +233,7 @@ impl<O: Outlet> Broker<O> {
             CloseHow {
                 disconnect: None,
                 will: false,
-                why: reason.name(),
+                why,
             },
         );
     }

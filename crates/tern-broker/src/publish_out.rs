@@ -195,9 +195,15 @@ impl<O: Outlet> Lane<'_, O> {
     }
 
     fn record_queued(&mut self) {
-        let d = self.s.queue.back().expect("just queued");
+        let d = self.s.queue.back().expect("just queued").clone();
+        self.record(&d, None);
+    }
+
+    /// Writes the store record of `d` (a delivery to a persistent session), with its flow
+    /// state once it is in flight.
+    fn record(&mut self, d: &Delivery, inflight: Option<&Inflight>) {
         if d.seq != 0 {
-            let delivery = stored(d, None);
+            let delivery = stored(d, inflight);
             self.journal.push(StoreOp::PutDelivery {
                 client_id: self.s.client_id.clone(),
                 seq: d.seq,
@@ -242,14 +248,7 @@ impl<O: Outlet> Lane<'_, O> {
             delivery: d,
             state,
         };
-        if f.delivery.seq != 0 {
-            let delivery = stored(&f.delivery, Some(&f));
-            self.journal.push(StoreOp::PutDelivery {
-                client_id: self.s.client_id.clone(),
-                seq: f.delivery.seq,
-                delivery,
-            });
-        }
+        self.record(&f.delivery, Some(&f));
         let exactly_once = f.delivery.qos == QoS::ExactlyOnce;
         self.s.inflight.push_back(f);
         // Only QoS 2 waits for its record: were it sent first and the broker to crash before
@@ -318,14 +317,7 @@ impl<O: Outlet> Lane<'_, O> {
         }
         f.state = OutState::AwaitPubcomp;
         let f = f.clone();
-        if f.delivery.seq != 0 {
-            let delivery = stored(&f.delivery, Some(&f));
-            self.journal.push(StoreOp::PutDelivery {
-                client_id: self.s.client_id.clone(),
-                seq: f.delivery.seq,
-                delivery,
-            });
-        }
+        self.record(&f.delivery, Some(&f));
         self.send(Packet::PubRel(Ack::new(a.packet_id)), true);
     }
 
