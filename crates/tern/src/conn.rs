@@ -33,6 +33,9 @@ const READ_CHUNK: usize = 4 * 1024;
 const SHRINK_ABOVE: usize = 64 * 1024;
 /// Encoded bytes gathered before a write is issued, when many packets are queued.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Most packets handed to the core under one lock, so one busy connection cannot hold the
+/// core for long.
+const MAX_BATCH: usize = 64;
 /// Time a connection has to finish (flush, linger for the peer's FIN) once it is ending.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -204,38 +207,56 @@ impl Connection {
             .connect_timeout
             .map(|t| tokio::time::Instant::now() + t);
         loop {
-            // Hand over every complete packet already buffered.
+            // Hand over every complete packet already buffered, a batch per lock: the core is
+            // taken once for up to MAX_BATCH packets instead of once per packet.
             while !buf.is_empty() {
                 if self.ending.is_raised() {
                     return ReadEnd::Stopped;
                 }
-                // Until the first packet, the version is whatever the CONNECT being read says.
-                let peeked = known.or_else(|| tern_codec::peek_connect_version(&buf));
-                let decode_as = peeked.unwrap_or(ProtocolVersion::V3_1_1);
-                match tern_codec::decode(&mut buf, decode_as, self.max_packet_size) {
-                    Ok(None) => break,
-                    Ok(Some(packet)) => {
-                        if known.is_none() {
-                            let version = match &packet {
-                                Packet::Connect(connect) => connect.protocol,
-                                _ => decode_as,
-                            };
-                            known = Some(version);
-                            // The writer must encode the CONNACK with this level.
-                            self.version.store(version as u8, Ordering::Release);
+                let mut batch = Vec::new();
+                let mut failed = None;
+                while batch.len() < MAX_BATCH && !buf.is_empty() {
+                    // Until the first packet, the version is what the CONNECT being read says.
+                    let peeked = known.or_else(|| tern_codec::peek_connect_version(&buf));
+                    let decode_as = peeked.unwrap_or(ProtocolVersion::V3_1_1);
+                    match tern_codec::decode(&mut buf, decode_as, self.max_packet_size) {
+                        Ok(None) => break,
+                        Ok(Some(packet)) => {
+                            if known.is_none() {
+                                let version = match &packet {
+                                    Packet::Connect(connect) => connect.protocol,
+                                    _ => decode_as,
+                                };
+                                known = Some(version);
+                                // The writer must encode the CONNACK with this level.
+                                self.version.store(version as u8, Ordering::Release);
+                            }
+                            batch.push(packet);
                         }
-                        self.shared
-                            .call(|b, now| b.handle_packet(now, self.id, packet));
-                    }
-                    Err(violation) => {
-                        tracing::trace!(peer = %self.peer, conn = self.id.0, %violation, "undecodable input");
-                        if let Some(version) = peeked {
-                            self.version.store(version as u8, Ordering::Release);
+                        Err(violation) => {
+                            tracing::trace!(peer = %self.peer, conn = self.id.0, %violation, "undecodable input");
+                            if let Some(version) = peeked {
+                                self.version.store(version as u8, Ordering::Release);
+                            }
+                            failed = Some((violation, peeked));
+                            break;
                         }
-                        self.shared
-                            .call(|b, now| b.handle_violation(now, self.id, violation, peeked));
-                        return ReadEnd::Violation;
                     }
+                }
+                if batch.is_empty() && failed.is_none() {
+                    break;
+                }
+                let stop = failed.is_some();
+                self.shared.call(|b, now| {
+                    for packet in batch {
+                        b.handle_packet(now, self.id, packet);
+                    }
+                    if let Some((violation, peeked)) = failed {
+                        b.handle_violation(now, self.id, violation, peeked);
+                    }
+                });
+                if stop {
+                    return ReadEnd::Violation;
                 }
             }
             if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
