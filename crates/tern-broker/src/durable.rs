@@ -274,10 +274,7 @@ impl<O: Outlet> Broker<O> {
                             state,
                         })
                     }
-                    _ => {
-                        s.queued_bytes += delivery.msg.payload.len();
-                        s.queue.push_back(delivery);
-                    }
+                    _ => s.restore_queued(delivery),
                 }
             }
             s.inbound_qos2.extend(stored.inbound);

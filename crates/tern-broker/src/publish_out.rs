@@ -195,8 +195,11 @@ impl<O: Outlet> Lane<'_, O> {
     }
 
     fn record_queued(&mut self) {
-        let d = self.s.queue.back().expect("just queued").clone();
-        self.record(&d, None);
+        let d = self.s.queue.back().expect("just queued");
+        if d.seq != 0 {
+            let d = d.clone();
+            self.record(&d, None);
+        }
     }
 
     /// Writes the store record of `d` (a delivery to a persistent session), with its flow
@@ -230,8 +233,7 @@ impl<O: Outlet> Lane<'_, O> {
     fn start_flight(&mut self, d: Delivery, now: Instant) {
         let Some(id) = self.s.allocate_id() else {
             // Every identifier is in use: wait in the queue.
-            self.s.queued_bytes += d.msg.payload.len();
-            self.s.queue.push_front(d);
+            self.s.requeue_front(d);
             return;
         };
         let Some(packet) = self.publish(&d, Some(id), false, now) else {

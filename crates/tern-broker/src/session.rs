@@ -141,6 +141,9 @@ pub struct Session {
     pub queue: VecDeque<Delivery>,
     /// Payload bytes in `queue`.
     pub queued_bytes: usize,
+    /// No queued message expires before this (`None`: none has an expiry). Purging a full queue
+    /// scans it only once this has passed, so a full queue costs O(1) per message, not O(n).
+    queue_expiry: Option<Instant>,
     /// Outbound QoS 1/2 messages holding an identifier, in the order they were sent.
     pub inflight: VecDeque<Inflight>,
     /// Identifiers held by `inflight` (never reused while held).
@@ -170,6 +173,7 @@ impl Session {
             will_at: None,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            queue_expiry: None,
             inflight: VecDeque::new(),
             ids_in_use: FxHashSet::default(),
             next_id: 1,
@@ -215,6 +219,7 @@ impl Session {
             return Err(d);
         }
         self.queued_bytes += len;
+        self.note_expiry(&d);
         self.queue.push_back(d);
         Ok(())
     }
@@ -226,16 +231,44 @@ impl Session {
         Some(d)
     }
 
+    /// Puts `d` back at the head of the queue (it could not start its flow after all).
+    pub fn requeue_front(&mut self, d: Delivery) {
+        self.queued_bytes += d.msg.payload.len();
+        self.note_expiry(&d);
+        self.queue.push_front(d);
+    }
+
+    /// Appends a delivery restored from the store, whatever the limits.
+    pub fn restore_queued(&mut self, d: Delivery) {
+        self.queued_bytes += d.msg.payload.len();
+        self.note_expiry(&d);
+        self.queue.push_back(d);
+    }
+
+    fn note_expiry(&mut self, d: &Delivery) {
+        if let Some(t) = d.msg.expires_at {
+            self.queue_expiry = Some(self.queue_expiry.map_or(t, |e| e.min(t)));
+        }
+    }
+
     /// Drops queued messages whose expiry has passed; returns their store keys.
     pub fn purge_expired(&mut self, now: Instant) -> Vec<u64> {
+        if self.queue_expiry.is_none_or(|t| t > now) {
+            return Vec::new();
+        }
+        self.queue_expiry = None;
         let mut gone = Vec::new();
+        let mut earliest: Option<Instant> = None;
         self.queue.retain(|d| {
             let keep = !d.msg.expired(now);
             if !keep {
                 gone.push(d.seq);
+            } else if let Some(t) = d.msg.expires_at {
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
             }
             keep
         });
+        self.queue_expiry = earliest;
         self.queued_bytes = self.queue.iter().map(|d| d.msg.payload.len()).sum();
         gone
     }
@@ -302,5 +335,29 @@ mod tests {
         assert!(s.enqueue(delivery(b""), &config).is_err(), "count limit");
         assert_eq!(s.dequeue().unwrap().msg.payload.len(), 3);
         assert_eq!(s.queued_bytes, 2);
+    }
+
+    #[test]
+    fn purge_looks_at_the_queue_only_once_something_can_have_expired() {
+        let mut s = Session::new(SessionId(1), "c".into(), ProtocolVersion::V5);
+        let config = BrokerConfig::default();
+        let now = Instant::now();
+        let mut d = delivery(b"x");
+        Arc::get_mut(&mut d.msg).expect("unique").expires_at =
+            Some(now + std::time::Duration::from_secs(5));
+        d.seq = 7;
+        s.enqueue(delivery(b"y"), &config).expect("room");
+        s.enqueue(d, &config).expect("room");
+        assert_eq!(
+            s.queue_expiry,
+            Some(now + std::time::Duration::from_secs(5))
+        );
+        assert!(s.purge_expired(now).is_empty());
+        assert_eq!(
+            s.purge_expired(now + std::time::Duration::from_secs(6)),
+            vec![7]
+        );
+        assert_eq!(s.queue_expiry, None, "nothing left that expires");
+        assert_eq!(s.queue.len(), 1);
     }
 }
