@@ -113,8 +113,8 @@ pub(crate) struct CloseHow {
 /// The broker core; see the crate doc for the calling protocol.
 pub struct Broker<O: Outlet> {
     pub(crate) config: Arc<BrokerConfig>,
-    pub(crate) conns: FxHashMap<ConnId, Conn<O>>,
-    pub(crate) sessions: FxHashMap<SessionId, Session>,
+    pub(crate) conns: FxHashMap<ConnId, Box<Conn<O>>>,
+    pub(crate) sessions: FxHashMap<SessionId, Box<Session>>,
     pub(crate) by_client_id: HashMap<Arc<str>, SessionId>,
     /// Non-shared subscriptions.
     pub(crate) index: TopicIndex<SessionId, SubEntry>,
@@ -188,7 +188,7 @@ impl<O: Outlet> Broker<O> {
         self.next_conn += 1;
         self.conns.insert(
             id,
-            Conn {
+            Box::new(Conn {
                 outlet,
                 session: None,
                 version: ProtocolVersion::V3_1_1,
@@ -201,7 +201,7 @@ impl<O: Outlet> Broker<O> {
                 aliases_in: HashMap::new(),
                 aliases_out: HashMap::new(),
                 held: VecDeque::new(),
-            },
+            }),
         );
         id
     }

@@ -126,8 +126,10 @@ impl<O: Outlet> Broker<O> {
                 let sid = self.new_session_id();
                 let client_id: Arc<str> = client_id.clone().into();
                 self.by_client_id.insert(client_id.clone(), sid);
-                self.sessions
-                    .insert(sid, Session::new(sid, client_id, connect.protocol));
+                self.sessions.insert(
+                    sid,
+                    Box::new(Session::new(sid, client_id, connect.protocol)),
+                );
                 sid
             }
         };
@@ -144,9 +146,11 @@ impl<O: Outlet> Broker<O> {
         s.expires_at = None;
         // A reconnect cancels a delayed will [MQTT-3.1.3-9]; the new CONNECT brings its own.
         s.will_at = None;
-        s.will = connect.will.clone().map(|will| Will {
-            delay: will.properties.will_delay_interval.unwrap_or(0),
-            will,
+        s.will = connect.will.clone().map(|will| {
+            Box::new(Will {
+                delay: will.properties.will_delay_interval.unwrap_or(0),
+                will,
+            })
         });
 
         let c = self.conns.get_mut(&conn).expect("connection checked above");

@@ -229,7 +229,7 @@ impl<O: Outlet> Broker<O> {
                     .iter()
                     .map(|(f, e)| (f.clone(), *e))
                     .collect(),
-                will: s.will.clone(),
+                will: s.will.as_deref().cloned(),
                 will_at: s.will_at,
             };
             self.journal.push(StoreOp::PutSession(record));
@@ -255,7 +255,7 @@ impl<O: Outlet> Broker<O> {
             let mut s = Session::new(sid, r.client_id.clone(), r.version);
             s.expiry_interval = r.expiry_interval;
             s.stored = true;
-            s.will = r.will;
+            s.will = r.will.map(Box::new);
             for (seq, d) in stored.deliveries {
                 s.next_seq = s.next_seq.max(seq + 1);
                 let delivery = Delivery {
@@ -280,7 +280,7 @@ impl<O: Outlet> Broker<O> {
             s.inbound_qos2.extend(stored.inbound);
             let subscriptions = r.subscriptions;
             self.by_client_id.insert(r.client_id, sid);
-            self.sessions.insert(sid, s);
+            self.sessions.insert(sid, Box::new(s));
             for (filter, entry) in subscriptions {
                 self.add_subscription(sid, &filter, entry);
             }

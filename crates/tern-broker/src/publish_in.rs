@@ -353,7 +353,9 @@ impl<O: Outlet> Broker<O> {
             return;
         };
         s.will_at = None;
-        let Some(w) = s.will.take() else { return };
+        let Some(w) = s.will.take().map(|w| *w) else {
+            return;
+        };
         self.persist_session(sid);
         let Some(s) = self.sessions.get(&sid) else {
             return;

@@ -38,7 +38,9 @@ impl<O: Outlet> Broker<O> {
             ..
         } = self;
         let s = sessions.get_mut(&sid)?;
-        let c = s.conn.and_then(|id| conns.get_mut(&id).map(|c| (id, c)));
+        let c = s
+            .conn
+            .and_then(|id| conns.get_mut(&id).map(|c| (id, &mut **c)));
         Some(Lane {
             s,
             c,

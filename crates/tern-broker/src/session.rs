@@ -134,7 +134,7 @@ pub struct Session {
     /// When this disconnected session ends.
     pub expires_at: Option<Instant>,
     /// The will, until it is published or discarded.
-    pub will: Option<Will>,
+    pub will: Option<Box<Will>>,
     /// When a delayed will is due.
     pub will_at: Option<Instant>,
     /// Messages waiting for the in-flight window or for the client to come back.

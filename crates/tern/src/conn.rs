@@ -22,15 +22,15 @@ use tern_codec::{Packet, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 
+use crate::mailbox::{self, Taken};
 use crate::shared::SharedBroker;
 use crate::shutdown::{Flag, TaskToken};
 
-/// Read buffer size a connection starts with and returns to when idle.
+/// Read buffer size a connection reads into. An idle connection holds no buffer: it is
+/// allocated when the socket is readable and given back once a read finds nothing more.
 const READ_CHUNK: usize = 4 * 1024;
-/// An idle read or write buffer larger than this is given back.
-const SHRINK_ABOVE: usize = 64 * 1024;
 /// Encoded bytes gathered before a write is issued, when many packets are queued.
 const WRITE_BATCH: usize = 64 * 1024;
 /// Most packets handed to the core under one lock, so one busy connection cannot hold the
@@ -53,7 +53,7 @@ pub(crate) enum Outbound {
 /// The core's handle on one connection: forwards to the connection's writer.
 #[derive(Debug)]
 pub(crate) struct ConnOutlet {
-    tx: mpsc::UnboundedSender<Outbound>,
+    tx: mailbox::Sender<Outbound>,
     ending: Flag,
     /// Packets handed to the writer and not yet written.
     backlog: Arc<AtomicUsize>,
@@ -64,7 +64,7 @@ pub(crate) struct ConnOutlet {
 impl Outlet for ConnOutlet {
     fn send(&mut self, packet: Packet) {
         // A send error means the writer is gone: the connection is closing and the packet moot.
-        if self.tx.send(Outbound::Packet(packet)).is_ok() {
+        if self.tx.push(Outbound::Packet(packet)) {
             self.backlog.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -74,7 +74,7 @@ impl Outlet for ConnOutlet {
     }
 
     fn close(&mut self) {
-        let _ = self.tx.send(Outbound::Close);
+        self.tx.push(Outbound::Close);
         self.ending.raise();
     }
 }
@@ -105,7 +105,7 @@ pub(crate) fn spawn(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "could not set TCP_NODELAY: {e}");
     }
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mailbox::mailbox();
     let ending = Flag::new();
     let backlog = Arc::new(AtomicUsize::new(0));
     let outlet = ConnOutlet {
@@ -128,11 +128,12 @@ pub(crate) fn spawn(
         max_packet_size: params.max_packet_size,
     };
     let abandon = params.abandon.clone();
-    tokio::spawn(async move {
+    let fut = async move {
         let _permit = permit;
         let _token = token;
         conn.run(stream, rx, abandon).await;
-    });
+    };
+    tokio::spawn(fut);
 }
 
 /// One accepted connection, registered with the core.
@@ -166,7 +167,7 @@ enum ReadEnd {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, rx: mpsc::UnboundedReceiver<Outbound>, abandon: Flag) {
+    async fn run(self, stream: TcpStream, rx: mailbox::Receiver<Outbound>, abandon: Flag) {
         let (mut rd, wr) = stream.into_split();
         let mut registration = Registration {
             shared: &self.shared,
@@ -201,7 +202,7 @@ impl Connection {
 
     /// Decode packets and hand them to the core until the connection ends.
     async fn read_loop(&self, rd: &mut OwnedReadHalf) -> ReadEnd {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut buf = BytesMut::new();
         let mut known: Option<ProtocolVersion> = None;
         let connect_deadline = self
             .connect_timeout
@@ -259,37 +260,50 @@ impl Connection {
                     return ReadEnd::Violation;
                 }
             }
-            if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
-                buf = BytesMut::with_capacity(READ_CHUNK);
-            }
+            // Read what the socket has without waiting; only an idle connection waits, and it
+            // gives its buffer back first unless it holds part of a packet.
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
+            }
+            match rd.try_read_buf(&mut buf) {
+                Ok(0) => return ReadEnd::Eof,
+                Ok(_) => {
+                    // `try_read_buf` does not count against the task's budget: without this a
+                    // connection that always has input would never let its worker run others.
+                    tokio::task::consume_budget().await;
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, conn = self.id.0, "read failed: {e}");
+                    return ReadEnd::Error;
+                }
+            }
+            if buf.is_empty() {
+                buf = BytesMut::new();
             }
             let deadline = if known.is_none() {
                 connect_deadline
             } else {
                 None
             };
-            let read = async {
+            let readable = async {
                 match deadline {
-                    Some(at) => tokio::time::timeout_at(at, rd.read_buf(&mut buf))
-                        .await
-                        .ok(),
-                    None => Some(rd.read_buf(&mut buf).await),
+                    Some(at) => tokio::time::timeout_at(at, rd.readable()).await.ok(),
+                    None => Some(rd.readable().await),
                 }
             };
             let result = tokio::select! {
                 biased;
                 () = self.ending.raised() => return ReadEnd::Stopped,
-                result = read => result,
+                result = readable => result,
             };
             match result {
                 None => {
                     tracing::debug!(peer = %self.peer, conn = self.id.0, "no CONNECT within the connect timeout");
                     return ReadEnd::ConnectTimeout;
                 }
-                Some(Ok(0)) => return ReadEnd::Eof,
-                Some(Ok(_)) => {}
+                Some(Ok(())) => {}
                 Some(Err(e)) => {
                     tracing::debug!(peer = %self.peer, conn = self.id.0, "read failed: {e}");
                     return ReadEnd::Error;
@@ -298,56 +312,54 @@ impl Connection {
         }
     }
 
-    /// Encode and write what the core queued, batching whatever is already waiting, until a
-    /// close request, a write error, or the connection ending with the queue drained.
-    /// Returns true if it ended by closing the write half at the core's request.
+    /// Encode and write what the core queued, a whole queue per round, until a close request,
+    /// a write error, or the connection ending with the queue drained. Returns true if it ended
+    /// by closing the write half at the core's request.
     async fn write_loop(
         &self,
         mut wr: OwnedWriteHalf,
-        mut rx: mpsc::UnboundedReceiver<Outbound>,
+        mut rx: mailbox::Receiver<Outbound>,
     ) -> bool {
-        let mut out = BytesMut::with_capacity(READ_CHUNK);
+        // Like the read buffer, the write buffer exists only while there is something to write.
+        let mut out = BytesMut::new();
+        let mut ready = None;
         loop {
-            let (first, last_round) = tokio::select! {
-                biased;
-                item = rx.recv() => (item, false),
-                () = self.ending.raised() => (rx.try_recv().ok(), true),
+            let (taken, done) = match ready.take() {
+                Some(taken) => (taken, false),
+                None => {
+                    out = BytesMut::new();
+                    tokio::select! {
+                        biased;
+                        taken = rx.take() => (taken, false),
+                        () = self.ending.raised() => (rx.try_take().unwrap_or(Taken::Closed), true),
+                    }
+                }
+            };
+            let items = match taken {
+                Taken::Items(items) => items,
+                Taken::Closed => return false,
             };
             let version = self.version();
             let mut close = false;
-            let mut done = last_round;
-            let mut taken = 0;
-            match first {
-                Some(item) => {
-                    taken += usize::from(matches!(item, Outbound::Packet(_)));
-                    close = encode(item, version, &mut out);
-                }
-                None => done = true,
-            }
-            while !close && (done || out.len() < WRITE_BATCH) {
-                match rx.try_recv() {
-                    Ok(item) => {
-                        taken += usize::from(matches!(item, Outbound::Packet(_)));
-                        close = encode(item, version, &mut out);
+            let mut unwritten = 0;
+            for item in items {
+                match item {
+                    Outbound::Packet(packet) => {
+                        packet.encode(version, &mut out);
+                        unwritten += 1;
                     }
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        done = true;
+                    Outbound::Close => {
+                        close = true;
                         break;
                     }
                 }
-            }
-            if !out.is_empty() {
-                if let Err(e) = wr.write_all(&out).await {
-                    tracing::debug!(peer = %self.peer, conn = self.id.0, "write failed: {e}");
-                    self.ending.raise();
+                if out.len() >= WRITE_BATCH && !self.flush(&mut wr, &mut out, &mut unwritten).await
+                {
                     return false;
                 }
-                out.clear();
-                self.backlog.fetch_sub(taken, Ordering::Relaxed);
-                if out.capacity() > SHRINK_ABOVE {
-                    out = BytesMut::with_capacity(READ_CHUNK);
-                }
+            }
+            if !self.flush(&mut wr, &mut out, &mut unwritten).await {
+                return false;
             }
             if close {
                 let _ = wr.shutdown().await;
@@ -357,7 +369,31 @@ impl Connection {
             if done {
                 return false;
             }
+            // More may have arrived while writing: go on with it before waiting (and before
+            // giving the buffer back).
+            ready = rx.try_take();
         }
+    }
+
+    /// Write `out` and count its `unwritten` packets off the backlog; false if the write failed.
+    async fn flush(
+        &self,
+        wr: &mut OwnedWriteHalf,
+        out: &mut BytesMut,
+        unwritten: &mut usize,
+    ) -> bool {
+        if out.is_empty() {
+            return true;
+        }
+        if let Err(e) = wr.write_all(out).await {
+            tracing::debug!(peer = %self.peer, conn = self.id.0, "write failed: {e}");
+            self.ending.raise();
+            return false;
+        }
+        out.clear();
+        self.backlog
+            .fetch_sub(std::mem::take(unwritten), Ordering::Relaxed);
+        true
     }
 
     fn version(&self) -> ProtocolVersion {
@@ -371,22 +407,12 @@ impl Connection {
     }
 }
 
-/// Encode `item` into `out`; true if it is a close request.
-fn encode(item: Outbound, version: ProtocolVersion, out: &mut BytesMut) -> bool {
-    match item {
-        Outbound::Packet(packet) => {
-            packet.encode(version, out);
-            false
-        }
-        Outbound::Close => true,
-    }
-}
-
 /// Read and discard until the peer closes, so dropping the socket with unread input does not
 /// reset the connection before the peer has read our last packets. Bounded by [`CLOSE_GRACE`]
 /// through the caller.
 async fn linger(rd: &mut OwnedReadHalf) {
-    let mut scratch = [0u8; 1024];
+    // On the heap: a buffer here would be part of every connection's task, idle or not.
+    let mut scratch = vec![0u8; 1024];
     while let Ok(n) = rd.read(&mut scratch).await {
         if n == 0 {
             break;

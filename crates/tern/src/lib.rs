@@ -15,6 +15,7 @@ pub mod server;
 
 mod conn;
 mod listener;
+mod mailbox;
 mod persistence;
 mod shared;
 mod shutdown;

@@ -4,35 +4,53 @@
 //! This module owns only task coordination; it knows nothing of connections or the broker.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 
 /// A flag that is raised once and never lowered; any number of tasks can wait for it.
-#[derive(Clone, Debug)]
-pub(crate) struct Flag(Arc<watch::Sender<bool>>);
+///
+/// Every connection holds one and waits on it in several places at once, so it is kept small:
+/// a bool and a `Notify` (a waiting future is about a third of a `watch` receiver's).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Flag(Arc<FlagInner>);
+
+#[derive(Debug, Default)]
+struct FlagInner {
+    raised: AtomicBool,
+    notify: Notify,
+}
 
 impl Flag {
     /// A flag not yet raised.
     pub(crate) fn new() -> Self {
-        Flag(Arc::new(watch::Sender::new(false)))
+        Flag::default()
     }
 
     /// Raise the flag, waking every waiter. Raising twice is harmless.
     pub(crate) fn raise(&self) {
-        self.0.send_replace(true);
+        if !self.0.raised.swap(true, Ordering::AcqRel) {
+            self.0.notify.notify_waiters();
+        }
     }
 
     /// Whether the flag has been raised.
     pub(crate) fn is_raised(&self) -> bool {
-        *self.0.borrow()
+        self.0.raised.load(Ordering::Acquire)
     }
 
     /// Completes once the flag is raised (at once if it already is).
     pub(crate) async fn raised(&self) {
-        let mut rx = self.0.subscribe();
-        // The sender lives in `self`, so `wait_for` cannot fail with a closed channel.
-        let _ = rx.wait_for(|raised| *raised).await;
+        loop {
+            // Created before the check: `notify_waiters` wakes every `Notified` that exists
+            // when it is called, so a raise between the check and the await is not missed.
+            let notified = self.0.notify.notified();
+            if self.is_raised() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
