@@ -29,6 +29,9 @@ pub trait Outlet {
     fn is_congested(&self) -> bool {
         false
     }
+    /// The session of this connection has `pause_publishers_at` messages queued (`true`), or
+    /// has drained to half of that (`false`); see [`Broker::take_backpressure`].
+    fn set_backpressure(&mut self, _on: bool) {}
 }
 
 /// Identifies one transport connection for the lifetime of the broker.
@@ -90,6 +93,8 @@ pub(crate) struct Conn<O> {
     pub aliases_out: HashMap<String, u16>,
     /// Packets waiting for a store batch to be durable, in sending order (see `durable.rs`).
     pub held: VecDeque<(Ticket, Packet)>,
+    /// The outlet was told its session's queue is backed up (`Outlet::set_backpressure`).
+    pub backpressure: bool,
 }
 
 /// A shared subscription `$share/{name}/{filter}` and its members.
@@ -129,6 +134,9 @@ pub struct Broker<O: Outlet> {
     pub(crate) journal: Journal,
     /// Connections with held packets.
     pub(crate) holding: Vec<ConnId>,
+    /// The last connection whose session queue was at or above `pause_publishers_at` when a
+    /// message was queued for it; taken by [`Broker::take_backpressure`].
+    pub(crate) backpressure: Option<ConnId>,
     next_conn: u64,
     next_session: u64,
     next_group: u64,
@@ -157,6 +165,7 @@ impl<O: Outlet> Broker<O> {
             stats: Stats::default(),
             journal: Journal::default(),
             holding: Vec::new(),
+            backpressure: None,
             next_conn: 1,
             next_session: 1,
             next_group: 1,
@@ -201,6 +210,7 @@ impl<O: Outlet> Broker<O> {
                 aliases_in: HashMap::new(),
                 aliases_out: HashMap::new(),
                 held: VecDeque::new(),
+                backpressure: false,
             }),
         );
         id
@@ -349,6 +359,21 @@ impl<O: Outlet> Broker<O> {
                 }
             }
         }
+    }
+
+    /// The connection whose session queue was past `pause_publishers_at` when a message was
+    /// last queued for it since the previous call, if any, and forgets it. An edge takes it
+    /// before and after handing over a client's packets: if the packets fed a backed-up queue,
+    /// it may stop reading that client until the queue's outlet hears
+    /// [`Outlet::set_backpressure`]`(false)`, so fast publishers slow down to what a slow
+    /// subscriber takes instead of overflowing its queue.
+    pub fn take_backpressure(&mut self) -> Option<ConnId> {
+        self.backpressure.take()
+    }
+
+    /// The outlet of connection `id`, if it is open.
+    pub fn outlet(&self, id: ConnId) -> Option<&O> {
+        self.conns.get(&id).map(|c| &c.outlet)
     }
 
     /// The earliest pending deadline.

@@ -29,6 +29,10 @@ pub struct BrokerConfig {
     pub max_queued_bytes: usize,
     /// Queue QoS 0 messages for offline persistent sessions. Default false (drop them).
     pub queue_qos0_offline: bool,
+    /// Queue length of a connected session at which the clients publishing to it are paused
+    /// (not read) until it drains to half, so a slow subscriber slows its publishers down
+    /// instead of losing messages to the queue limits; 0 turns pausing off. Default 500.
+    pub pause_publishers_at: usize,
     /// Session expiry, seconds, for v3 clients with Clean Session = 0; `None` means never.
     pub persistent_session_expiry: Option<u32>,
     /// Upper bound on a v5 client's Session Expiry Interval, seconds. Default: no bound.
@@ -57,6 +61,7 @@ impl Default for BrokerConfig {
             max_queued_messages: 1000,
             max_queued_bytes: 64 * 1024 * 1024,
             queue_qos0_offline: false,
+            pause_publishers_at: 500,
             persistent_session_expiry: None,
             max_session_expiry: u32::MAX,
             retain_available: true,

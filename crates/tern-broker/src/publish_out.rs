@@ -23,6 +23,7 @@ pub(crate) struct Lane<'a, O> {
     stats: &'a mut Stats,
     journal: &'a mut Journal,
     holding: &'a mut Vec<ConnId>,
+    backpressure: &'a mut Option<ConnId>,
 }
 
 impl<O: Outlet> Broker<O> {
@@ -35,6 +36,7 @@ impl<O: Outlet> Broker<O> {
             stats,
             journal,
             holding,
+            backpressure,
             ..
         } = self;
         let s = sessions.get_mut(&sid)?;
@@ -48,6 +50,7 @@ impl<O: Outlet> Broker<O> {
             stats,
             journal,
             holding,
+            backpressure,
         })
     }
 
@@ -197,6 +200,7 @@ impl<O: Outlet> Lane<'_, O> {
     }
 
     fn record_queued(&mut self) {
+        self.check_backpressure();
         let d = self.s.queue.back().expect("just queued");
         if d.seq != 0 {
             let d = d.clone();
@@ -272,6 +276,30 @@ impl<O: Outlet> Lane<'_, O> {
             } else if let Some(p) = self.publish(&d, None, false, now) {
                 self.send(p, false);
             }
+        }
+        self.check_backpressure();
+    }
+
+    /// Tells the connection's outlet when its queue crosses `pause_publishers_at` (up) or half
+    /// of it (down), and notes a queue at or above it for [`Broker::take_backpressure`].
+    /// Only a connected session counts: an offline one does not drain, so waiting for it would
+    /// only stall its publishers.
+    fn check_backpressure(&mut self) {
+        let at = self.config.pause_publishers_at;
+        let Some((id, c)) = &mut self.c else { return };
+        if at == 0 {
+            return;
+        }
+        let len = self.s.queue.len();
+        if len >= at {
+            *self.backpressure = Some(*id);
+            if !c.backpressure {
+                c.backpressure = true;
+                c.outlet.set_backpressure(true);
+            }
+        } else if c.backpressure && len <= at / 2 {
+            c.backpressure = false;
+            c.outlet.set_backpressure(false);
         }
     }
 

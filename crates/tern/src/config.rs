@@ -365,6 +365,9 @@ max_queued_messages = {max_queued_messages}
 max_queued_bytes = {max_queued_bytes}
 # Queue QoS 0 messages for offline persistent sessions.
 queue_qos0_offline = {queue_qos0_offline}
+# Queue length of a connected client at which the clients publishing to it are paused (not
+# read, at most 1 s at a time) until it drains to half; 0 turns pausing off.
+pause_publishers_at = {pause_publishers_at}
 # Session expiry, seconds, for v3 clients with Clean Session = 0; unset means never.
 # persistent_session_expiry = 86400
 # Upper bound on a v5 client's Session Expiry Interval, seconds.
@@ -403,6 +406,7 @@ batch_interval_ms = {batch_interval_ms}
         max_queued_messages = b.max_queued_messages,
         max_queued_bytes = b.max_queued_bytes,
         queue_qos0_offline = b.queue_qos0_offline,
+        pause_publishers_at = b.pause_publishers_at,
         max_session_expiry = b.max_session_expiry,
         retain_available = b.retain_available,
         wildcard_subscriptions = b.wildcard_subscriptions,

@@ -36,6 +36,10 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Most packets handed to the core under one lock, so one busy connection cannot hold the
 /// core for long.
 const MAX_BATCH: usize = 64;
+/// Longest a client is left unread at a time because a queue it publishes to is backed up
+/// (see [`Backpressure`]): bounds the stall when that subscriber never drains, and rules out a
+/// deadlock between a client and its own subscriptions.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Time a connection has to finish (flush, linger for the peer's FIN) once it is ending.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -59,6 +63,43 @@ pub(crate) struct ConnOutlet {
     backlog: Arc<AtomicUsize>,
     /// Backlog at which the connection counts as congested.
     max_backlog: usize,
+    /// Whether this connection's session queue is backed up, for the clients publishing to it.
+    backpressure: Arc<Backpressure>,
+}
+
+/// A connection's session queue is backed up: the readers of clients whose messages went into
+/// it wait on this until it drains (or for [`MAX_PAUSE`]).
+#[derive(Debug, Default)]
+pub(crate) struct Backpressure {
+    on: std::sync::atomic::AtomicBool,
+    drained: tokio::sync::Notify,
+}
+
+impl Backpressure {
+    fn set(&self, on: bool) {
+        self.on.store(on, Ordering::Release);
+        if !on {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Waits until the queue has drained, at most [`MAX_PAUSE`].
+    async fn wait(&self) {
+        let drained = self.drained.notified();
+        tokio::pin!(drained);
+        // Registered before the check, so a drain in between is not missed.
+        drained.as_mut().enable();
+        if self.on.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(MAX_PAUSE, drained).await;
+        }
+    }
+}
+
+impl Drop for ConnOutlet {
+    fn drop(&mut self) {
+        // The connection is gone: nobody should wait for its queue any more.
+        self.backpressure.set(false);
+    }
 }
 
 impl Outlet for ConnOutlet {
@@ -76,6 +117,10 @@ impl Outlet for ConnOutlet {
     fn close(&mut self) {
         self.tx.push(Outbound::Close);
         self.ending.raise();
+    }
+
+    fn set_backpressure(&mut self, on: bool) {
+        self.backpressure.set(on);
     }
 }
 
@@ -113,6 +158,7 @@ pub(crate) fn spawn(
         ending: ending.clone(),
         backlog: backlog.clone(),
         max_backlog: params.max_backlog.max(1),
+        backpressure: Arc::default(),
     };
     let shared = params.shared.clone();
     let id = shared.call(|broker, now| broker.open(now, outlet));
@@ -248,16 +294,30 @@ impl Connection {
                     break;
                 }
                 let stop = failed.is_some();
-                self.shared.call(|b, now| {
+                let backed_up = self.shared.call(|b, now| {
+                    b.take_backpressure();
                     for packet in batch {
                         b.handle_packet(now, self.id, packet);
                     }
                     if let Some((violation, peeked)) = failed {
                         b.handle_violation(now, self.id, violation, peeked);
                     }
+                    // A queue these packets fed is backed up: read no more from this client
+                    // until it drains (never for a queue of its own).
+                    b.take_backpressure()
+                        .filter(|&to| to != self.id)
+                        .and_then(|to| b.outlet(to))
+                        .map(|outlet| outlet.backpressure.clone())
                 });
                 if stop {
                     return ReadEnd::Violation;
+                }
+                if let Some(backed_up) = backed_up {
+                    tokio::select! {
+                        biased;
+                        () = self.ending.raised() => return ReadEnd::Stopped,
+                        () = backed_up.wait() => {}
+                    }
                 }
             }
             // Read what the socket has without waiting; only an idle connection waits, and it

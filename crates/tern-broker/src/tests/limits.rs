@@ -307,3 +307,49 @@ fn wildcard_filters_are_refused_when_wildcards_are_off() {
     p.publish(&mut h, publish("a/b", "x", QoS::AtMostOnce, 0));
     assert_eq!(c.publishes().len(), 1);
 }
+
+/// A connected subscriber's queue at `pause_publishers_at` is reported for the publisher's
+/// edge to pause on, and its outlet is told when it has drained to half; an offline session's
+/// queue never is.
+#[test]
+fn a_backed_up_queue_is_reported_until_it_drains_to_half() {
+    let mut h = Harness::with(BrokerConfig {
+        max_inflight: 2,
+        pause_publishers_at: 4,
+        ..BrokerConfig::default()
+    });
+    let (sub, _) = h.connect(connect(ProtocolVersion::V5, "sub", true));
+    sub.subscribe(&mut h, "t", QoS::AtLeastOnce);
+    let p = h.v5("p");
+    h.broker.take_backpressure();
+    // 2 in flight, then the queue grows to 3: below the threshold.
+    for id in 1..=5 {
+        p.publish(&mut h, publish("t", "m", QoS::AtLeastOnce, id));
+    }
+    assert_eq!(h.broker.take_backpressure(), None, "3 queued");
+    p.publish(&mut h, publish("t", "m", QoS::AtLeastOnce, 6));
+    assert_eq!(h.broker.take_backpressure(), Some(sub.conn), "4 queued");
+    assert!(h.broker.conns[&sub.conn].backpressure);
+    assert_eq!(h.broker.take_backpressure(), None, "taken once");
+
+    let ids: Vec<PacketId> = sub.publishes().iter().filter_map(|m| m.packet_id).collect();
+    assert_eq!(ids.len(), 2);
+    sub.send(&mut h, Packet::PubAck(Ack::new(ids[0])));
+    assert!(
+        h.broker.conns[&sub.conn].backpressure,
+        "3 queued: above half"
+    );
+    sub.send(&mut h, Packet::PubAck(Ack::new(ids[1])));
+    assert!(!h.broker.conns[&sub.conn].backpressure, "2 queued: half");
+
+    // An offline session does not drain: its queue never pauses anyone.
+    let mut c = connect(ProtocolVersion::V5, "away", false);
+    c.properties.session_expiry_interval = Some(3600);
+    let (away, _) = h.connect(c);
+    away.subscribe(&mut h, "u", QoS::AtLeastOnce);
+    away.send(&mut h, Packet::Disconnect(Disconnect::default()));
+    for id in 10..30 {
+        p.publish(&mut h, publish("u", "m", QoS::AtLeastOnce, id));
+    }
+    assert_eq!(h.broker.take_backpressure(), None);
+}

@@ -366,13 +366,21 @@ async fn publisher(
             sent_ns: now,
         }
         .encode(config.size);
-        if client
-            .publish_pipelined(topic.as_str(), payload, qos, false)
-            .await
-            .is_err()
+        // A broker that stops reading blocks the publish (TCP backpressure): give up at the
+        // end of the measured window rather than wait for it, so every run ends on time.
+        let stop = tokio::time::Instant::from_std(instant_at(time.stop));
+        match tokio::time::timeout_at(
+            stop,
+            client.publish_pipelined(topic.as_str(), payload, qos, false),
+        )
+        .await
         {
-            errors += 1;
-            break;
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                errors += 1;
+                break;
+            }
+            Err(_) => break,
         }
         if now >= time.warmup_end && first_measured.is_none() {
             first_measured = Some(seq);
