@@ -134,8 +134,8 @@ pub struct Broker<O: Outlet> {
     pub(crate) journal: Journal,
     /// Connections with held packets.
     pub(crate) holding: Vec<ConnId>,
-    /// The last connection whose session queue was at or above `pause_publishers_at` when a
-    /// message was queued for it; taken by [`Broker::take_backpressure`].
+    /// The last connection found backed up while delivering; taken by
+    /// [`Broker::take_backpressure`].
     pub(crate) backpressure: Option<ConnId>,
     next_conn: u64,
     next_session: u64,
@@ -362,7 +362,9 @@ impl<O: Outlet> Broker<O> {
     }
 
     /// The connection whose session queue was past `pause_publishers_at` when a message was
-    /// last queued for it since the previous call, if any, and forgets it. An edge takes it
+    /// last queued for it (or whose outlet was congested when a QoS 0 message for it was
+    /// dropped) since the previous call, if any, and forgets it. Never set when
+    /// `pause_publishers_at` is 0. An edge takes it
     /// before and after handing over a client's packets: if the packets fed a backed-up queue,
     /// it may stop reading that client until the queue's outlet hears
     /// [`Outlet::set_backpressure`]`(false)`, so fast publishers slow down to what a slow

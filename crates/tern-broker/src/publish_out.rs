@@ -160,12 +160,14 @@ impl<O: Outlet> Lane<'_, O> {
         };
         if self.c.is_some() && d.qos == QoS::AtMostOnce {
             // A slow consumer does not make the broker hold QoS 0 messages without bound.
-            if self
-                .c
-                .as_ref()
-                .is_some_and(|(_, c)| c.outlet.is_congested())
+            if let Some((id, c)) = &self.c
+                && c.outlet.is_congested()
             {
                 self.stats.dropped += 1;
+                // Its publishers may wait for it too (see `Broker::take_backpressure`).
+                if self.config.pause_publishers_at > 0 {
+                    *self.backpressure = Some(*id);
+                }
                 return;
             }
             if let Some(p) = self.publish(&d, None, false, now) {

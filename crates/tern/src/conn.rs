@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -22,7 +22,7 @@ use tern_codec::{Packet, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::mailbox::{self, Taken};
 use crate::shared::SharedBroker;
@@ -36,9 +36,10 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Most packets handed to the core under one lock, so one busy connection cannot hold the
 /// core for long.
 const MAX_BATCH: usize = 64;
-/// Longest a client is left unread at a time because a queue it publishes to is backed up
-/// (see [`Backpressure`]): bounds the stall when that subscriber never drains, and rules out a
-/// deadlock between a client and its own subscriptions.
+/// Longest a client is left unread at a time because a connection it publishes to is backed
+/// up (see [`Backpressure`]). A connection that does not drain within it counts as stalled and
+/// pauses nobody until it drains again, so a subscriber that stops reading costs its publishers
+/// one such pause, not a throttle; it also breaks any cycle of clients waiting on each other.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Time a connection has to finish (flush, linger for the peer's FIN) once it is ending.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -67,38 +68,65 @@ pub(crate) struct ConnOutlet {
     backpressure: Arc<Backpressure>,
 }
 
-/// A connection's session queue is backed up: the readers of clients whose messages went into
-/// it wait on this until it drains (or for [`MAX_PAUSE`]).
+/// Whether a connection is backed up, for the readers of the clients that publish to it: they
+/// wait on it until it drains (or for [`MAX_PAUSE`]).
 #[derive(Debug, Default)]
 pub(crate) struct Backpressure {
-    on: std::sync::atomic::AtomicBool,
-    drained: tokio::sync::Notify,
+    /// The session queue reached `pause_publishers_at` (set and cleared by the core).
+    queued: AtomicBool,
+    /// The socket backlog reached its limit and QoS 0 messages were dropped (set when the core
+    /// finds the outlet congested, cleared by the writer at half the limit).
+    congested: AtomicBool,
+    /// A publisher waited [`MAX_PAUSE`] without this connection draining: nobody waits for it
+    /// again until it does.
+    stalled: AtomicBool,
+    drained: Notify,
 }
 
 impl Backpressure {
-    fn set(&self, on: bool) {
-        self.on.store(on, Ordering::Release);
-        if !on {
-            self.drained.notify_waiters();
+    fn set_queued(&self, on: bool) {
+        if !self.queued.swap(on, Ordering::AcqRel) || on {
+            return;
         }
+        self.released();
     }
 
-    /// Waits until the queue has drained, at most [`MAX_PAUSE`].
+    fn set_congested(&self, on: bool) {
+        if !self.congested.swap(on, Ordering::AcqRel) || on {
+            return;
+        }
+        self.released();
+    }
+
+    /// The connection drained: it is not stalled, and whoever waits may go on.
+    fn released(&self) {
+        self.stalled.store(false, Ordering::Release);
+        self.drained.notify_waiters();
+    }
+
+    fn backed_up(&self) -> bool {
+        (self.queued.load(Ordering::Acquire) || self.congested.load(Ordering::Acquire))
+            && !self.stalled.load(Ordering::Acquire)
+    }
+
+    /// Waits until the connection has drained, at most [`MAX_PAUSE`]; after a wait that ran
+    /// out, it counts as stalled.
     async fn wait(&self) {
         let drained = self.drained.notified();
         tokio::pin!(drained);
         // Registered before the check, so a drain in between is not missed.
         drained.as_mut().enable();
-        if self.on.load(Ordering::Acquire) {
-            let _ = tokio::time::timeout(MAX_PAUSE, drained).await;
+        if self.backed_up() && tokio::time::timeout(MAX_PAUSE, drained).await.is_err() {
+            self.stalled.store(true, Ordering::Release);
         }
     }
 }
 
 impl Drop for ConnOutlet {
     fn drop(&mut self) {
-        // The connection is gone: nobody should wait for its queue any more.
-        self.backpressure.set(false);
+        // The connection is gone: nobody should wait for it any more.
+        self.backpressure.set_queued(false);
+        self.backpressure.set_congested(false);
     }
 }
 
@@ -111,7 +139,12 @@ impl Outlet for ConnOutlet {
     }
 
     fn is_congested(&self) -> bool {
-        self.backlog.load(Ordering::Relaxed) >= self.max_backlog
+        let congested = self.backlog.load(Ordering::Relaxed) >= self.max_backlog;
+        if congested {
+            // The core drops QoS 0 messages for it now, and pauses the clients sending them.
+            self.backpressure.set_congested(true);
+        }
+        congested
     }
 
     fn close(&mut self) {
@@ -120,7 +153,7 @@ impl Outlet for ConnOutlet {
     }
 
     fn set_backpressure(&mut self, on: bool) {
-        self.backpressure.set(on);
+        self.backpressure.set_queued(on);
     }
 }
 
@@ -153,12 +186,14 @@ pub(crate) fn spawn(
     let (tx, rx) = mailbox::mailbox();
     let ending = Flag::new();
     let backlog = Arc::new(AtomicUsize::new(0));
+    let backpressure = Arc::new(Backpressure::default());
+    let max_backlog = params.max_backlog.max(1);
     let outlet = ConnOutlet {
         tx,
         ending: ending.clone(),
         backlog: backlog.clone(),
-        max_backlog: params.max_backlog.max(1),
-        backpressure: Arc::default(),
+        max_backlog,
+        backpressure: backpressure.clone(),
     };
     let shared = params.shared.clone();
     let id = shared.call(|broker, now| broker.open(now, outlet));
@@ -170,6 +205,8 @@ pub(crate) fn spawn(
         ending,
         version: Arc::new(AtomicU8::new(0)),
         backlog,
+        max_backlog,
+        backpressure,
         connect_timeout: params.connect_timeout,
         max_packet_size: params.max_packet_size,
     };
@@ -193,6 +230,10 @@ struct Connection {
     version: Arc<AtomicU8>,
     /// Packets handed over by the core and not yet written (shared with the outlet).
     backlog: Arc<AtomicUsize>,
+    /// Backlog at which the connection counts as congested.
+    max_backlog: usize,
+    /// Shared with the outlet; the writer clears its congestion.
+    backpressure: Arc<Backpressure>,
     connect_timeout: Option<Duration>,
     max_packet_size: u32,
 }
@@ -451,8 +492,11 @@ impl Connection {
             return false;
         }
         out.clear();
-        self.backlog
-            .fetch_sub(std::mem::take(unwritten), Ordering::Relaxed);
+        let written = std::mem::take(unwritten);
+        let before = self.backlog.fetch_sub(written, Ordering::Relaxed);
+        if before.saturating_sub(written) <= self.max_backlog / 2 {
+            self.backpressure.set_congested(false);
+        }
         true
     }
 

@@ -1,7 +1,8 @@
 //! Publishers wait for a slow subscriber: once a connected subscriber's queue reaches
 //! `pause_publishers_at`, the broker stops reading the client that feeds it until the queue
 //! drains, so a flood that would overflow the queue limit arrives whole, in order. With pausing
-//! off the same flood is acknowledged at once and overflows the queue.
+//! off the same flood is acknowledged at once and overflows the queue. A subscriber that stops
+//! reading altogether holds its publishers up once, not for good.
 
 mod support;
 
@@ -51,7 +52,7 @@ struct Outcome {
     acked: usize,
 }
 
-async fn flood(pause_publishers_at: usize) -> Outcome {
+async fn flood(pause_publishers_at: usize, subscriber_reads: bool) -> Outcome {
     let server = support::start_broker(BrokerConfig {
         max_inflight: 10,
         max_queued_messages: 200,
@@ -123,7 +124,10 @@ async fn flood(pause_publishers_at: usize) -> Outcome {
     // Now the subscriber reads and acknowledges everything until the flood has stopped.
     let mut received = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while received.len() < MESSAGES as usize && tokio::time::Instant::now() < deadline {
+    while subscriber_reads
+        && received.len() < MESSAGES as usize
+        && tokio::time::Instant::now() < deadline
+    {
         let next = tokio::time::timeout(Duration::from_millis(1500), sub.recv_packet(V4)).await;
         let Ok(Ok(Some(packet))) = next else { break };
         if let Packet::Publish(p) = packet {
@@ -151,7 +155,7 @@ async fn flood(pause_publishers_at: usize) -> Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_is_paused_for_a_slow_subscriber_and_nothing_is_lost() {
-    let o = flood(50).await;
+    let o = flood(50, true).await;
     assert!(
         o.acked_early < 1000,
         "the broker stopped reading the publisher: {} of {MESSAGES} acknowledged while the \
@@ -165,7 +169,7 @@ async fn a_publisher_is_paused_for_a_slow_subscriber_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_pausing_the_same_flood_overflows_the_queue() {
-    let o = flood(0).await;
+    let o = flood(0, true).await;
     assert_eq!(o.acked_early, MESSAGES as usize, "all acknowledged at once");
     assert!(
         o.received.len() < MESSAGES as usize,
@@ -173,4 +177,20 @@ async fn without_pausing_the_same_flood_overflows_the_queue() {
         o.received.len()
     );
     assert!(o.received.windows(2).all(|w| w[0] < w[1]), "in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_holds_its_publisher_up_only_once() {
+    let started = std::time::Instant::now();
+    let o = flood(50, false).await;
+    assert!(o.acked_early < 1000, "paused first: {}", o.acked_early);
+    assert_eq!(
+        o.acked, MESSAGES as usize,
+        "then the publisher goes on (the queue limit drops the excess)"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "one pause of at most a second, not one per batch: {:?}",
+        started.elapsed()
+    );
 }

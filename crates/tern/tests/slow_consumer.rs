@@ -74,13 +74,15 @@ async fn qos0_to_a_stalled_subscriber_is_dropped_not_hoarded() {
                 .expect("utf-8")
                 .parse()
                 .expect("number");
-            if n > 0 {
+            // The flood is read over a second or so (the stalled subscriber pauses the
+            // publisher once), so the count climbs over several updates.
+            if n > 1_000 {
                 return n;
             }
         }
     })
     .await
-    .expect("a drop count within 10 s");
+    .expect("a drop count above 1000 within 10 s");
     assert!(
         dropped > 1_000,
         "most of the flood was dropped for the stalled subscriber: {dropped}"
