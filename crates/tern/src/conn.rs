@@ -10,6 +10,13 @@
 //! (IO error). The reader then stops and calls `handle_closed` exactly once; the writer sends what
 //! is queued (up to and including a close request), shuts its half down, and stops. Once the
 //! flag is up the connection has [`CLOSE_GRACE`] to finish, after which the socket is dropped.
+//!
+//! Idle memory: an idle connection holds no read or write buffer and an empty mailbox, so what
+//! it costs is its task and its state in the core.
+//!
+//! Backpressure: when the core reports that the packets just handed over fed a backed-up
+//! connection (`Broker::take_backpressure`), the reader stops reading until that connection
+//! drains, at most [`MAX_PAUSE`] (see [`Backpressure`]); the core decides, this module waits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
