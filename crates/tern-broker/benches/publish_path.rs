@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tern_broker::{Broker, BrokerConfig, ConnId, Outlet};
+use tern_broker::{Broker, BrokerConfig, ConnId, Frame, Outlet};
 use tern_codec::{
     Ack, Connect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
     SubscriptionOptions,
@@ -60,14 +60,14 @@ struct EncodingOutlet {
 }
 
 impl Outlet for EncodingOutlet {
-    fn send(&mut self, packet: Packet) {
+    fn send(&mut self, frame: Frame) {
         let mut sink = self.sink.borrow_mut();
         let sink = &mut *sink;
         sink.buf.clear();
-        packet.encode(self.version, &mut sink.buf);
+        frame.encode(self.version, &mut sink.buf);
         sink.frames += 1;
         sink.bytes += sink.buf.len() as u64;
-        if let Packet::Publish(p) = &packet {
+        if let Frame::Publish(p) = &frame {
             sink.publishes += 1;
             if let Some(id) = p.packet_id {
                 sink.to_ack.push((self.slot, id));

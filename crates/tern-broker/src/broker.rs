@@ -13,6 +13,7 @@ use tern_codec::{Disconnect, Packet, ProtocolVersion, ReasonCode, Violation};
 
 use crate::BrokerConfig;
 use crate::durable::{Journal, send_after};
+use crate::frame::Frame;
 use crate::persist::{StoreOp, Ticket};
 use crate::retained::RetainedTree;
 use crate::session::{GroupId, Message, Session, SessionId, SubEntry};
@@ -20,8 +21,8 @@ use crate::topic_index::TopicIndex;
 
 /// The edge's handle on one transport connection: where the core puts packets and closes.
 pub trait Outlet {
-    /// Queue `packet` for sending on this connection, in order.
-    fn send(&mut self, packet: Packet);
+    /// Queue `frame` for sending on this connection, in order.
+    fn send(&mut self, frame: Frame);
     /// Send everything queued so far, then close the transport. Nothing is sent after this.
     fn close(&mut self);
     /// True while the connection cannot keep up (too much waiting to be written): QoS 0
@@ -92,7 +93,7 @@ pub(crate) struct Conn<O> {
     /// Outbound topic aliases: topic → alias.
     pub aliases_out: HashMap<String, u16>,
     /// Packets waiting for a store batch to be durable, in sending order (see `durable.rs`).
-    pub held: VecDeque<(Ticket, Packet)>,
+    pub held: VecDeque<(Ticket, Frame)>,
     /// The outlet was told its session's queue is backed up (`Outlet::set_backpressure`).
     pub backpressure: bool,
 }
@@ -608,5 +609,5 @@ pub(crate) fn send_on<O: Outlet>(c: &mut Conn<O>, mut packet: Packet) {
         }
     }
     // Never starts holding (no wait of its own), but queues behind held packets.
-    send_after(c, packet, None);
+    send_after(c, packet.into(), None);
 }

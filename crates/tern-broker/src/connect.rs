@@ -267,9 +267,9 @@ impl<O: Outlet> Broker<O> {
         if let Some(c) = self.conns.get_mut(&old_conn) {
             c.session = None;
             if c.version.is_v5() {
-                c.outlet.send(Packet::Disconnect(Disconnect::new(
-                    ReasonCode::SESSION_TAKEN_OVER,
-                )));
+                c.outlet.send(
+                    Packet::Disconnect(Disconnect::new(ReasonCode::SESSION_TAKEN_OVER)).into(),
+                );
             }
             c.outlet.close();
         }

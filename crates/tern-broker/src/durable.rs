@@ -15,6 +15,7 @@ use std::time::Instant;
 use tern_codec::{Packet, ReasonCode};
 
 use crate::broker::{Broker, Conn, ConnId, Outlet, Timer};
+use crate::frame::Frame;
 use crate::persist::{SessionRecord, Snapshot, StoreOp, StoredDelivery, Ticket};
 use crate::session::{Delivery, Inflight, Session, SessionId};
 
@@ -93,7 +94,7 @@ impl Journal {
 
 /// Sends `packet` on `c`, or holds it behind `wait` (and behind anything already held).
 /// Returns true when the connection just started holding.
-pub(crate) fn send_after<O: Outlet>(c: &mut Conn<O>, packet: Packet, wait: Option<Ticket>) -> bool {
+pub(crate) fn send_after<O: Outlet>(c: &mut Conn<O>, packet: Frame, wait: Option<Ticket>) -> bool {
     match (wait, c.held.back()) {
         (None, None) => {
             c.outlet.send(packet);
@@ -168,15 +169,12 @@ impl<O: Outlet> Broker<O> {
             let mut kept = VecDeque::new();
             for (t, mut p) in std::mem::take(&mut c.held) {
                 if t <= ticket {
-                    match &mut p {
-                        Packet::PubAck(a) | Packet::PubRec(a) if v5 => {
-                            a.reason = ReasonCode::UNSPECIFIED_ERROR
-                        }
-                        Packet::PubAck(_) | Packet::PubRec(_) => {
+                    if let Some(reason) = p.publisher_ack_reason() {
+                        if !v5 {
                             close.push(id);
                             break;
                         }
-                        _ => {}
+                        *reason = ReasonCode::UNSPECIFIED_ERROR;
                     }
                     c.outlet.send(p);
                 } else {
@@ -203,7 +201,7 @@ impl<O: Outlet> Broker<O> {
     /// Sends `packet` on `conn`, after batch `wait` is durable if given.
     pub(crate) fn send_durable(&mut self, conn: ConnId, packet: Packet, wait: Option<Ticket>) {
         if let Some(c) = self.conns.get_mut(&conn)
-            && send_after(c, packet, wait)
+            && send_after(c, packet.into(), wait)
         {
             self.holding.push(conn);
         }

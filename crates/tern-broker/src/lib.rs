@@ -3,7 +3,8 @@
 //! This crate is sans-IO: it never touches a socket, never spawns, never reads the clock. The edge
 //! (the `tern` crate) feeds it events — a connection opened, a decoded packet, a decode violation,
 //! a connection closed, a deadline reached — each with the current `Instant`, and the core answers
-//! by handing packets and close requests to each connection's [`Outlet`].
+//! by handing frames (packets to send, see [`Frame`]) and close requests to each connection's
+//! [`Outlet`].
 //!
 //! Calling protocol for the edge:
 //! 1. [`Broker::open`] when a transport connection is accepted; keep the returned [`ConnId`].
@@ -15,7 +16,8 @@
 //! Layout: `broker.rs` (tables and dispatch), `connect.rs` (CONNECT, takeover, DISCONNECT),
 //! `publish_in.rs` (inbound PUBLISH, routing, wills), `publish_out.rs` (delivery, in-flight
 //! window, acks), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE, shared groups), `session.rs` (per-client
-//! state), `topic_index.rs` and `retained.rs` (the two tries).
+//! state), `frame.rs` (what goes to a connection), `topic_index.rs` and `retained.rs` (the two
+//! tries).
 
 #![warn(missing_docs)]
 
@@ -23,6 +25,7 @@ pub mod broker;
 pub mod config;
 mod connect;
 mod durable;
+pub mod frame;
 pub mod persist;
 mod publish_in;
 mod publish_out;
@@ -35,5 +38,6 @@ pub mod topic_index;
 pub use broker::{Broker, ConnId, Outlet, Stats};
 pub use config::BrokerConfig;
 pub use durable::PersistMode;
+pub use frame::{AckKind, Frame, OutPublish};
 #[cfg(test)]
 mod tests;

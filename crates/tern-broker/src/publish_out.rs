@@ -7,10 +7,11 @@
 
 use std::time::Instant;
 
-use tern_codec::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
+use tern_codec::{Ack, PacketId, QoS, ReasonCode};
 
 use crate::broker::{Broker, Conn, ConnId, Outlet};
 use crate::durable::{Journal, send_after, stored};
+use crate::frame::{AckKind, Frame, OutPublish};
 use crate::persist::StoreOp;
 use crate::session::{Delivery, Inflight, OutState, Session, SessionId};
 use crate::{BrokerConfig, Stats};
@@ -323,7 +324,9 @@ impl<O: Outlet> Lane<'_, O> {
                         }
                     }
                 }
-                OutState::AwaitPubcomp => self.send(Packet::PubRel(Ack::new(f.id)), true),
+                OutState::AwaitPubcomp => {
+                    self.send(Frame::Ack(AckKind::PubRel, f.id, ReasonCode::SUCCESS), true)
+                }
             }
         }
         self.drain(now);
@@ -341,8 +344,12 @@ impl<O: Outlet> Lane<'_, O> {
     /// PUBREC: PUBREL, or the end of the flow on an error reason [MQTT-4.3.3-4].
     fn pubrec(&mut self, a: Ack, now: Instant) {
         let Some(f) = self.s.inflight_mut(a.packet_id) else {
-            let reply = Ack::with_reason(a.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
-            return self.send(Packet::PubRel(reply), false);
+            let reply = Frame::Ack(
+                AckKind::PubRel,
+                a.packet_id,
+                ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+            );
+            return self.send(reply, false);
         };
         if a.reason.is_error() {
             let f = self.s.take_inflight(a.packet_id).expect("entry just seen");
@@ -352,19 +359,22 @@ impl<O: Outlet> Lane<'_, O> {
         f.state = OutState::AwaitPubcomp;
         let f = f.clone();
         self.record(&f.delivery, Some(&f));
-        self.send(Packet::PubRel(Ack::new(a.packet_id)), true);
+        self.send(
+            Frame::Ack(AckKind::PubRel, a.packet_id, ReasonCode::SUCCESS),
+            true,
+        );
     }
 
     /// Sends on the connection, if any; a `durable` packet to a persistent session waits for
     /// everything recorded so far to be committed.
-    fn send(&mut self, packet: Packet, durable: bool) {
+    fn send(&mut self, frame: Frame, durable: bool) {
         let Some((id, c)) = &mut self.c else { return };
         let wait = if durable && self.s.persists() {
             self.journal.barrier()
         } else {
             None
         };
-        if send_after(c, packet, wait) {
+        if send_after(c, frame, wait) {
             self.holding.push(*id);
         }
     }
@@ -377,10 +387,10 @@ impl<O: Outlet> Lane<'_, O> {
         id: Option<PacketId>,
         dup: bool,
         now: Instant,
-    ) -> Option<Packet> {
+    ) -> Option<Frame> {
         let (_, c) = self.c.as_mut()?;
         let msg = &d.msg;
-        let mut properties = msg.properties.clone();
+        let mut expiry = msg.properties.message_expiry_interval;
         if let Some(at) = msg.expires_at {
             // [MQTT-3.3.2-6] Forward the remaining lifetime; drop what has expired, unless this
             // is a resend: once its PUBLISH has been sent, onward delivery has started and the
@@ -395,35 +405,36 @@ impl<O: Outlet> Lane<'_, O> {
                     return None;
                 }
             };
-            properties.message_expiry_interval = Some(secs);
+            expiry = Some(secs);
         }
-        properties.subscription_identifiers = d.sub_ids.clone();
-        let mut p = Publish {
+        let mut p = OutPublish {
+            msg: msg.clone(),
             dup,
             qos: d.qos,
             retain: d.retain,
-            topic: msg.topic.clone(),
             packet_id: id,
-            properties,
-            payload: msg.payload.clone(),
+            expiry,
+            sub_ids: d.sub_ids.clone(),
+            topic_alias: msg.properties.topic_alias,
+            with_topic: true,
         };
         let v5 = c.version.is_v5();
         let mut new_alias = None;
         if v5 && c.client_alias_max > 0 {
             match c.aliases_out.get(&msg.topic) {
                 Some(&alias) => {
-                    p.properties.topic_alias = Some(alias);
-                    p.topic.clear();
+                    p.topic_alias = Some(alias);
+                    p.with_topic = false;
                 }
                 None if c.aliases_out.len() < usize::from(c.client_alias_max) => {
                     let alias = c.aliases_out.len() as u16 + 1;
-                    p.properties.topic_alias = Some(alias);
+                    p.topic_alias = Some(alias);
                     new_alias = Some(alias);
                 }
                 None => {}
             }
         }
-        let packet = Packet::Publish(p);
+        let packet = Frame::Publish(p);
         if v5
             && c.client_max_packet != u32::MAX
             && packet.encoded_len(c.version) > c.client_max_packet as usize

@@ -65,6 +65,18 @@ pub struct Properties {
     pub shared_subscription_available: Option<u8>,
 }
 
+/// The PUBLISH properties that differ between deliveries of one message: they replace the
+/// message's own when it is encoded for one subscriber (see [`crate::PublishRef`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PerDelivery<'a> {
+    /// 0x02 Message Expiry Interval, the lifetime left.
+    pub message_expiry_interval: Option<u32>,
+    /// 0x0B Subscription Identifiers of the matching subscriptions.
+    pub subscription_identifiers: &'a [u32],
+    /// 0x23 Topic Alias.
+    pub topic_alias: Option<u16>,
+}
+
 /// Rule reported for property problems the specification states without a numbered statement
 /// (unknown or misplaced identifier, duplicate, out-of-range value): section 2.2.2.2.
 pub const RULE_PROPERTY: &str = "MQTT-2.2.2.2";
@@ -262,20 +274,29 @@ impl Properties {
         Ok(p)
     }
 
-    /// Length of the properties themselves, without the Property Length prefix.
-    fn content_len(&self) -> usize {
+    /// This value's own per-delivery PUBLISH properties.
+    pub(crate) fn per_delivery(&self) -> PerDelivery<'_> {
+        PerDelivery {
+            message_expiry_interval: self.message_expiry_interval,
+            subscription_identifiers: &self.subscription_identifiers,
+            topic_alias: self.topic_alias,
+        }
+    }
+
+    /// Length of the properties themselves, without the Property Length prefix, with the
+    /// per-delivery properties taken from `pd`.
+    fn content_len_with(&self, pd: PerDelivery<'_>) -> usize {
         let b = |o: &Option<u8>| o.map_or(0, |_| 2);
         let w = |o: &Option<u16>| o.map_or(0, |_| 3);
         let d = |o: &Option<u32>| o.map_or(0, |_| 5);
         let s = |o: &Option<String>| o.as_ref().map_or(0, |v| 1 + field_len(v.as_bytes()));
         let bin = |o: &Option<Bytes>| o.as_ref().map_or(0, |v| 1 + field_len(v));
         b(&self.payload_format_indicator)
-            + d(&self.message_expiry_interval)
+            + d(&pd.message_expiry_interval)
             + s(&self.content_type)
             + s(&self.response_topic)
             + bin(&self.correlation_data)
-            + self
-                .subscription_identifiers
+            + pd.subscription_identifiers
                 .iter()
                 .map(|&v| 1 + varint::len(v))
                 .sum::<usize>()
@@ -292,7 +313,7 @@ impl Properties {
             + s(&self.reason_string)
             + w(&self.receive_maximum)
             + w(&self.topic_alias_maximum)
-            + w(&self.topic_alias)
+            + w(&pd.topic_alias)
             + b(&self.maximum_qos)
             + b(&self.retain_available)
             + self
@@ -308,13 +329,23 @@ impl Properties {
 
     /// Length on the wire including the Property Length prefix.
     pub(crate) fn wire_len(&self) -> usize {
-        let n = self.content_len();
+        self.wire_len_with(self.per_delivery())
+    }
+
+    /// [`Self::wire_len`] with the per-delivery properties taken from `pd`.
+    pub(crate) fn wire_len_with(&self, pd: PerDelivery<'_>) -> usize {
+        let n = self.content_len_with(pd);
         varint::len(n as u32) + n
     }
 
     /// Writes the Property Length and the properties, in identifier order.
     pub(crate) fn encode(&self, out: &mut impl BufMut) {
-        varint::encode(self.content_len() as u32, out);
+        self.encode_with(self.per_delivery(), out);
+    }
+
+    /// [`Self::encode`] with the per-delivery properties taken from `pd`.
+    pub(crate) fn encode_with(&self, pd: PerDelivery<'_>, out: &mut impl BufMut) {
+        varint::encode(self.content_len_with(pd) as u32, out);
         fn b(out: &mut impl BufMut, id: u8, o: Option<u8>) {
             if let Some(v) = o {
                 out.put_u8(id);
@@ -340,11 +371,11 @@ impl Properties {
             }
         }
         b(out, 0x01, self.payload_format_indicator);
-        d(out, 0x02, self.message_expiry_interval);
+        d(out, 0x02, pd.message_expiry_interval);
         f(out, 0x03, self.content_type.as_deref().map(str::as_bytes));
         f(out, 0x08, self.response_topic.as_deref().map(str::as_bytes));
         f(out, 0x09, self.correlation_data.as_deref());
-        for &v in &self.subscription_identifiers {
+        for &v in pd.subscription_identifiers {
             out.put_u8(0x0B);
             varint::encode(v, out);
         }
@@ -379,7 +410,7 @@ impl Properties {
         f(out, 0x1F, self.reason_string.as_deref().map(str::as_bytes));
         w(out, 0x21, self.receive_maximum);
         w(out, 0x22, self.topic_alias_maximum);
-        w(out, 0x23, self.topic_alias);
+        w(out, 0x23, pd.topic_alias);
         b(out, 0x24, self.maximum_qos);
         b(out, 0x25, self.retain_available);
         for (k, v) in &self.user_properties {

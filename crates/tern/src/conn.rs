@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tern_broker::{ConnId, Outlet};
+use tern_broker::{ConnId, Frame, Outlet};
 use tern_codec::{Packet, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -52,12 +52,10 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// What the core asks a connection's writer to do.
-// `Packet` is large, but boxing it would cost an allocation per packet sent; `Close` is rare.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Outbound {
     /// Send this packet.
-    Packet(Packet),
+    Frame(Frame),
     /// Send everything before this, then close.
     Close,
 }
@@ -138,9 +136,9 @@ impl Drop for ConnOutlet {
 }
 
 impl Outlet for ConnOutlet {
-    fn send(&mut self, packet: Packet) {
+    fn send(&mut self, frame: Frame) {
         // A send error means the writer is gone: the connection is closing and the packet moot.
-        if self.tx.push(Outbound::Packet(packet)) {
+        if self.tx.push(Outbound::Frame(frame)) {
             self.backlog.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -452,8 +450,8 @@ impl Connection {
             let mut unwritten = 0;
             for item in items {
                 match item {
-                    Outbound::Packet(packet) => {
-                        packet.encode(version, &mut out);
+                    Outbound::Frame(frame) => {
+                        frame.encode(version, &mut out);
                         unwritten += 1;
                     }
                     Outbound::Close => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tern_codec::*;
 
-use crate::{Broker, BrokerConfig, ConnId, Outlet};
+use crate::{Broker, BrokerConfig, ConnId, Frame, Outlet};
 
 /// What the broker did to a connection.
 #[allow(clippy::large_enum_variant)]
@@ -22,7 +22,8 @@ pub enum Out {
 pub struct TestOutlet(Rc<RefCell<VecDeque<Out>>>);
 
 impl Outlet for TestOutlet {
-    fn send(&mut self, packet: Packet) {
+    fn send(&mut self, frame: Frame) {
+        let packet = frame.to_packet();
         let mut log = self.0.borrow_mut();
         assert!(
             !log.contains(&Out::Closed),

@@ -160,7 +160,7 @@ impl Packet {
     /// First byte of the fixed header: type and flags.
     fn first_byte(&self) -> u8 {
         let flags = match self {
-            Packet::Publish(p) => p.flags(),
+            Packet::Publish(p) => p.view().flags(),
             Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => 0b0010,
             _ => 0,
         };
@@ -172,7 +172,7 @@ impl Packet {
         match self {
             Packet::Connect(c) => c.body_len(),
             Packet::ConnAck(c) => c.body_len(version),
-            Packet::Publish(p) => p.body_len(version),
+            Packet::Publish(p) => p.view().body_len(version),
             Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
                 a.body_len(version)
             }
@@ -204,7 +204,7 @@ impl Packet {
         match self {
             Packet::Connect(c) => c.encode_body(out),
             Packet::ConnAck(c) => c.encode_body(version, out),
-            Packet::Publish(p) => p.encode_body(version, out),
+            Packet::Publish(p) => p.view().encode_body(version, out),
             Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
                 a.encode_body(version, out)
             }

@@ -19,7 +19,7 @@ pub use codec::{RULE_PACKET_TYPE, RULE_TOO_LARGE, decode, peek_connect_version};
 pub use connack::ConnAck;
 pub use connect::{Connect, LastWill};
 pub use disconnect::Disconnect;
-pub use publish::Publish;
+pub use publish::{Publish, PublishRef};
 pub use suback::SubAck;
 pub use subscribe::{RetainHandling, Subscribe, SubscriptionOptions};
 pub use unsuback::UnsubAck;

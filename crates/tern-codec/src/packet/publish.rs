@@ -2,10 +2,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::properties::Allowed;
+use crate::properties::{Allowed, PerDelivery};
 use crate::topic::{TopicError, validate_name};
 use crate::wire::{RULE_NUL, Reader, field_len, put_field};
-use crate::{PacketId, Properties, ProtocolVersion, QoS, ReasonCode, Violation};
+use crate::{
+    PacketId, PacketType, Properties, ProtocolVersion, QoS, ReasonCode, Violation, varint,
+};
 
 /// An application message [MQTT-3.3].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -87,6 +89,59 @@ impl Publish {
         })
     }
 
+    /// This PUBLISH as borrowed parts, for encoding.
+    pub fn view(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            message_expiry_interval: self.properties.message_expiry_interval,
+            subscription_identifiers: &self.properties.subscription_identifiers,
+            topic_alias: self.properties.topic_alias,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// A PUBLISH to encode from borrowed parts: a message shared by many deliveries, with the
+/// fields that differ per delivery alongside, so that nothing is cloned per subscriber.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    /// DUP flag.
+    pub dup: bool,
+    /// QoS of this delivery.
+    pub qos: QoS,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// Topic Name; empty only in v5 when a Topic Alias stands in for it.
+    pub topic: &'a str,
+    /// Packet Identifier: present exactly when QoS > 0 (written as 0 if missing).
+    pub packet_id: Option<PacketId>,
+    /// The message's properties (v5); its Message Expiry Interval, Subscription Identifiers
+    /// and Topic Alias are not used: the three fields below replace them.
+    pub properties: &'a Properties,
+    /// 0x02 Message Expiry Interval of this delivery.
+    pub message_expiry_interval: Option<u32>,
+    /// 0x0B Subscription Identifiers of this delivery.
+    pub subscription_identifiers: &'a [u32],
+    /// 0x23 Topic Alias of this delivery.
+    pub topic_alias: Option<u16>,
+    /// Application payload.
+    pub payload: &'a [u8],
+}
+
+impl PublishRef<'_> {
+    fn per_delivery(&self) -> PerDelivery<'_> {
+        PerDelivery {
+            message_expiry_interval: self.message_expiry_interval,
+            subscription_identifiers: self.subscription_identifiers,
+            topic_alias: self.topic_alias,
+        }
+    }
+
     /// The fixed-header flags: DUP, QoS and RETAIN.
     pub(crate) fn flags(&self) -> u8 {
         (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
@@ -97,7 +152,7 @@ impl Publish {
         field_len(self.topic.as_bytes())
             + if self.qos == QoS::AtMostOnce { 0 } else { 2 }
             + if version.is_v5() {
-                self.properties.wire_len()
+                self.properties.wire_len_with(self.per_delivery())
             } else {
                 0
             }
@@ -111,9 +166,25 @@ impl Publish {
             out.put_u16(self.packet_id.map_or(0, PacketId::get));
         }
         if version.is_v5() {
-            self.properties.encode(out);
+            self.properties.encode_with(self.per_delivery(), out);
         }
-        out.put_slice(&self.payload);
+        out.put_slice(self.payload);
+    }
+
+    /// Exact number of bytes [`Self::encode`] writes for `version`, fixed header included.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let body = self.body_len(version);
+        1 + varint::len(u32::try_from(body).unwrap_or(u32::MAX)) + body
+    }
+
+    /// Appends the wire form of this PUBLISH for `version` to `out`, exactly as
+    /// [`crate::Packet::encode`] would write the equivalent [`Publish`].
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) {
+        let body = self.body_len(version);
+        out.reserve(1 + 4 + body);
+        out.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
+        varint::encode(u32::try_from(body).unwrap_or(u32::MAX), out);
+        self.encode_body(version, out);
     }
 }
 
