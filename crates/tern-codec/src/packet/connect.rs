@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::packet::publish::validate_topic_name;
+use crate::packet::publish::{validate_response_topic, validate_topic_name};
 use crate::properties::Allowed;
 use crate::wire::{Reader, field_len, put_field};
 use crate::{Properties, ProtocolVersion, QoS, ReasonCode, Violation};
@@ -118,7 +118,9 @@ impl Connect {
         let client_id = r.string()?;
         let will = if will_flag {
             let properties = if v5 {
-                Properties::decode(&mut r, Allowed::WILL)?
+                let properties = Properties::decode(&mut r, Allowed::WILL)?;
+                validate_response_topic(&properties)?;
+                properties
             } else {
                 Properties::default()
             };
@@ -434,6 +436,33 @@ mod tests {
             "MQTT-3.3.2-2",
             ReasonCode::TOPIC_NAME_INVALID,
         );
+    }
+
+    /// v5: [MQTT-3.3.2-14]
+    #[test]
+    fn will_response_topic_with_wildcard_is_protocol_error() {
+        // Will properties: Response Topic (08) "r/#"; then will topic "w" and payload "x".
+        let will = |response: &[u8]| {
+            let mut rest = vec![0, 0, 1, b'c', 6, 0x08, 0, 3];
+            rest.extend_from_slice(response);
+            rest.extend_from_slice(&[0, 1, b'w', 0, 1, b'x']);
+            raw(b"MQTT", 5, 0x06, &rest)
+        };
+        assert_violation(
+            decode_all(&will(b"r/#"), V5),
+            "MQTT-3.3.2-14",
+            ReasonCode::PROTOCOL_ERROR,
+        );
+        assert_violation(
+            decode_all(&will(b"+/r"), V5),
+            "MQTT-3.3.2-14",
+            ReasonCode::PROTOCOL_ERROR,
+        );
+        let Ok(Packet::Connect(c)) = decode_all(&will(b"r/x"), V5) else {
+            panic!("a Response Topic without wildcards is accepted");
+        };
+        let w = c.will.expect("will");
+        assert_eq!(w.properties.response_topic.as_deref(), Some("r/x"));
     }
 
     #[test]
