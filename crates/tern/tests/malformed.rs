@@ -266,6 +266,15 @@ fn closing_rows() -> Vec<Row> {
             "MQTT-3.3.2-14",
         )
         .first(),
+        // Connect flags 06: Clean Start and Will Flag, but the payload ends after the client id.
+        row("connect_will_flag_without_will_fields", V5, connect_with(V5, 0x06, 60, &[], "bad", &[]), Reply(&[0x20, 0x03, 0x00, 0x81, 0x00]), "MQTT-3.1.2-9").first(),
+        row("connect_will_flag_without_will_fields", V3_1_1, connect_with(V3_1_1, 0x06, 60, &[], "bad", &[]), Closed, "MQTT-3.1.2-9").first(),
+        // Connect flags 82: Clean Start and User Name Flag, but no user name.
+        row("connect_user_name_flag_without_user_name", V5, connect_with(V5, 0x82, 60, &[], "bad", &[]), Reply(&[0x20, 0x03, 0x00, 0x81, 0x00]), "MQTT-3.1.2-17").first(),
+        row("connect_user_name_flag_without_user_name", V3_1_1, connect_with(V3_1_1, 0x82, 60, &[], "bad", &[]), Closed, "MQTT-3.1.2-19").first(),
+        // Connect flags C2: Clean Start, User Name and Password Flags; user name "u", no password.
+        row("connect_password_flag_without_password", V5, connect_with(V5, 0xC2, 60, &[], "bad", &string(b"u")), Reply(&[0x20, 0x03, 0x00, 0x81, 0x00]), "MQTT-3.1.2-19").first(),
+        row("connect_password_flag_without_password", V3_1_1, connect_with(V3_1_1, 0xC2, 60, &[], "bad", &string(b"u")), Closed, "MQTT-3.1.2-21").first(),
         row("connect_with_trailing_byte", V5, connect_with(V5, 0x02, 60, &[], "bad", &[0xFF]), Reply(&[0x20, 0x03, 0x00, 0x81, 0x00]), "MQTT-3.1.4-1").first(),
         row("connect_with_trailing_byte", V3_1_1, connect_with(V3_1_1, 0x02, 60, &[], "bad", &[0xFF]), Closed, "MQTT-3.1.4-1").first(),
         // Protocol name "MQTX", level 4.

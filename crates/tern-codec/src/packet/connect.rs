@@ -496,6 +496,63 @@ mod tests {
         );
     }
 
+    /// v5: [MQTT-3.1.2-9]
+    /// v3.1.1: [MQTT-3.1.2-9]
+    #[test]
+    fn will_flag_without_will_fields_is_malformed() {
+        // Connect flags 06: Clean Start and Will Flag; the payload stops after the client id,
+        // after the will properties (v5) or after the will topic.
+        let cases: [(ProtocolVersion, u8, &[u8]); 5] = [
+            (V3_1_1, 4, &[0, 1, b'c']),
+            (V3_1_1, 4, &[0, 1, b'c', 0, 1, b'w']),
+            (V5, 5, &[0, 0, 1, b'c']),
+            (V5, 5, &[0, 0, 1, b'c', 0]),
+            (V5, 5, &[0, 0, 1, b'c', 0, 0, 1, b'w']),
+        ];
+        for (v, level, rest) in cases {
+            assert_violation(
+                decode_all(&raw(b"MQTT", level, 0x06, rest), v),
+                RULE_LENGTH,
+                ReasonCode::MALFORMED_PACKET,
+            );
+        }
+    }
+
+    /// v5: [MQTT-3.1.2-17]
+    #[test]
+    fn v5_user_name_flag_without_user_name_is_malformed() {
+        let bytes = raw(b"MQTT", 5, 0x82, &[0, 0, 1, b'c']);
+        assert_violation(
+            decode_all(&bytes, V5),
+            RULE_LENGTH,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    /// v5: [MQTT-3.1.2-19]
+    /// v3.1.1: [MQTT-3.1.2-21]
+    #[test]
+    fn password_flag_without_password_is_malformed() {
+        // 3.1.1 needs the User Name Flag with the Password Flag (C2): the user name is there.
+        let bytes = raw(b"MQTT", 4, 0xC2, &[0, 1, b'c', 0, 1, b'u']);
+        assert_violation(
+            decode_all(&bytes, V3_1_1),
+            RULE_LENGTH,
+            ReasonCode::MALFORMED_PACKET,
+        );
+        // 5.0 allows a password alone (42), or with a user name (C2).
+        for (flags, rest) in [
+            (0x42, &[0, 0, 1, b'c'][..]),
+            (0xC2, &[0, 0, 1, b'c', 0, 1, b'u']),
+        ] {
+            assert_violation(
+                decode_all(&raw(b"MQTT", 5, flags, rest), V5),
+                RULE_LENGTH,
+                ReasonCode::MALFORMED_PACKET,
+            );
+        }
+    }
+
     #[test]
     fn connect_property_not_allowed_is_malformed() {
         // Topic Alias in CONNECT properties.
