@@ -267,7 +267,11 @@ mod tests {
                     response_topic: Some("resp".into()),
                     correlation_data: Some(Bytes::from_static(b"corr")),
                     will_delay_interval: Some(5),
-                    user_properties: vec![("w".into(), "1".into())],
+                    user_properties: vec![
+                        ("w".into(), "1".into()),
+                        ("b".into(), "2".into()),
+                        ("w".into(), "0".into()),
+                    ],
                     ..Default::default()
                 }
             } else {
@@ -302,6 +306,7 @@ mod tests {
         out
     }
 
+    /// v5: [MQTT-3.1.3-10] (the Will's User Properties come back in their order)
     #[test]
     fn connect_round_trips_in_every_version() {
         for v in [V3_1, V3_1_1, V5] {
