@@ -200,6 +200,8 @@ fn closing_rows() -> Vec<Row> {
         row("property_not_allowed_in_publish", V5, vec![0x30, 0x09, 0x00, 0x01, b'a', 0x05, 0x11, 0x00, 0x00, 0x00, 0x01], Disconnect(0x81), "MQTT-4.13.1-1"),
         // Subscription Identifier 1 (0B 01) sent by a client.
         row("client_publish_with_subscription_identifier", V5, vec![0x30, 0x06, 0x00, 0x01, b'a', 0x02, 0x0B, 0x01], Disconnect(0x82), "MQTT-3.3.4-6"),
+        // Response Topic (08) "r/#": a wildcard where a topic name belongs, a Protocol Error.
+        row("publish_response_topic_with_wildcard", V5, vec![0x30, 0x0A, 0x00, 0x01, b'a', 0x06, 0x08, 0x00, 0x03, b'r', b'/', b'#'], Disconnect(0x82), "MQTT-3.3.2-14"),
         // --- Empty SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------------
         row("subscribe_without_filters", V5, vec![0x82, 0x03, 0x00, 0x01, 0x00], Disconnect(0x82), "MQTT-3.8.3-2"),
         row("subscribe_without_filters", V3_1_1, vec![0x82, 0x02, 0x00, 0x01], Closed, "MQTT-3.8.3-3"),
@@ -255,6 +257,24 @@ fn closing_rows() -> Vec<Row> {
             "MQTT-3.1.4-1",
         )
         .first(),
+        // Connect flags 06: Clean Start and Will Flag; will properties hold Response Topic "r/#".
+        row(
+            "connect_will_response_topic_with_wildcard",
+            V5,
+            connect_with(V5, 0x06, 60, &[], "bad", &[&[0x06, 0x08, 0x00, 0x03, b'r', b'/', b'#'][..], &string(b"w"), &string(b"x")].concat()),
+            Reply(&[0x20, 0x03, 0x00, 0x82, 0x00]),
+            "MQTT-3.3.2-14",
+        )
+        .first(),
+        // Connect flags 06: Clean Start and Will Flag, but the payload ends after the client id.
+        row("connect_will_flag_without_will_fields", V5, connect_with(V5, 0x06, 60, &[], "bad", &[]), Reply(&[0x20, 0x03, 0x00, 0x81, 0x00]), "MQTT-3.1.2-9").first(),
+        row("connect_will_flag_without_will_fields", V3_1_1, connect_with(V3_1_1, 0x06, 60, &[], "bad", &[]), Closed, "MQTT-3.1.2-9").first(),
+        // Connect flags 82: Clean Start and User Name Flag, but no user name.
+        row("connect_user_name_flag_without_user_name", V5, connect_with(V5, 0x82, 60, &[], "bad", &[]), Reply(&[0x20, 0x03, 0x00, 0x81, 0x00]), "MQTT-3.1.2-17").first(),
+        row("connect_user_name_flag_without_user_name", V3_1_1, connect_with(V3_1_1, 0x82, 60, &[], "bad", &[]), Closed, "MQTT-3.1.2-19").first(),
+        // Connect flags C2: Clean Start, User Name and Password Flags; user name "u", no password.
+        row("connect_password_flag_without_password", V5, connect_with(V5, 0xC2, 60, &[], "bad", &string(b"u")), Reply(&[0x20, 0x03, 0x00, 0x81, 0x00]), "MQTT-3.1.2-19").first(),
+        row("connect_password_flag_without_password", V3_1_1, connect_with(V3_1_1, 0xC2, 60, &[], "bad", &string(b"u")), Closed, "MQTT-3.1.2-21").first(),
         row("connect_with_trailing_byte", V5, connect_with(V5, 0x02, 60, &[], "bad", &[0xFF]), Reply(&[0x20, 0x03, 0x00, 0x81, 0x00]), "MQTT-3.1.4-1").first(),
         row("connect_with_trailing_byte", V3_1_1, connect_with(V3_1_1, 0x02, 60, &[], "bad", &[0xFF]), Closed, "MQTT-3.1.4-1").first(),
         // Protocol name "MQTX", level 4.

@@ -382,3 +382,36 @@ fn held_packets_are_dropped_when_the_connection_closes() {
         "no acknowledgment after the close"
     );
 }
+
+/// v3.1.1: [MQTT-4.8.0-2] A store that cannot commit while an inbound PUBLISH is processed is a
+/// transient error: the connection the PUBLISH came on is closed, and no other.
+#[test]
+fn v311_a_failing_store_closes_only_the_publishers_connection() {
+    let mut h = durable_harness(PersistMode::Sync);
+    let mut model = Model::default();
+    // A persistent subscriber, offline: QoS 1 messages to "t" must be stored for it.
+    let (sub, _) = h.connect(connect(ProtocolVersion::V3_1_1, "sub", false));
+    sub.subscribe(&mut h, "t", QoS::AtLeastOnce);
+    h.broker.handle_closed(h.now, sub.conn);
+    model.commit(&mut h);
+    let bystander = h.v4("bystander");
+    bystander.subscribe(&mut h, "b", QoS::AtMostOnce);
+
+    // The commit the PUBACK waits for fails: no PUBACK, the publisher is closed.
+    let p1 = h.v4("p1");
+    p1.publish(&mut h, publish("t", "x", QoS::AtLeastOnce, 1));
+    let (t, _) = h.broker.poll_persist().expect("a batch to commit");
+    h.broker.handle_persist_failed(h.now, t);
+    assert_eq!(p1.take(), vec![Out::Closed]);
+    // While the store fails, a QoS 1 PUBLISH cannot be made durable: closed at once.
+    let p2 = h.v4("p2");
+    p2.publish(&mut h, publish("t", "y", QoS::AtLeastOnce, 2));
+    assert_eq!(p2.take(), vec![Out::Closed]);
+
+    // Every other connection is untouched and still served.
+    assert!(!bystander.is_closed());
+    bystander.publish(&mut h, publish("b", "still here", QoS::AtMostOnce, 0));
+    let got = bystander.publishes();
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].payload[..], b"still here");
+}

@@ -208,6 +208,26 @@ fn retained_messages_are_stored_replaced_deleted_and_sent_on_subscribe() {
     );
 }
 
+/// v3.1.1: [MQTT-3.3.1-7]
+#[test]
+fn v311_qos0_retained_publish_replaces_the_retained_message() {
+    let mut h = Harness::new();
+    let p = h.v4("p");
+    let mut m = publish("r/1", "qos 1", QoS::AtLeastOnce, 1);
+    m.retain = true;
+    p.publish(&mut h, m);
+    let mut m = publish("r/1", "qos 0", QoS::AtMostOnce, 0);
+    m.retain = true;
+    p.publish(&mut h, m);
+    let s = h.v4("s");
+    s.subscribe(&mut h, "r/#", QoS::AtLeastOnce);
+    let got = s.publishes();
+    assert_eq!(got.len(), 1, "the QoS 1 message was discarded: {got:?}");
+    assert_eq!(&got[0].payload[..], b"qos 0");
+    assert_eq!(got[0].qos, QoS::AtMostOnce);
+    assert!(got[0].retain);
+}
+
 /// v5: [MQTT-3.3.1-12] [MQTT-3.3.1-13]
 #[test]
 fn retain_as_published_keeps_the_flag() {
@@ -271,6 +291,67 @@ fn wildcards_match_levels_and_skip_dollar_topics() {
     let got = s.publishes();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].topic, "a/b/c");
+}
+
+/// Topic Names and Topic Filters are compared as they are: "é" as U+00E9 (NFC) and as "e"
+/// followed by U+0301 (NFD) are different topics, and characters Unicode leaves unassigned
+/// (U+0378) or private (U+E000) reach the subscriber unchanged.
+fn topics_match_without_normalisation(version: ProtocolVersion) {
+    const NFC: &str = "caf\u{e9}";
+    const NFD: &str = "cafe\u{301}";
+    let mut h = Harness::new();
+    let nfc = h.connect(connect(version, "nfc", true)).0;
+    nfc.subscribe(&mut h, &format!("{NFC}/#"), QoS::AtMostOnce);
+    let nfd = h.connect(connect(version, "nfd", true)).0;
+    nfd.subscribe(&mut h, &format!("{NFD}/#"), QoS::AtMostOnce);
+    let odd = h.connect(connect(version, "odd", true)).0;
+    odd.subscribe(&mut h, "t/+", QoS::AtMostOnce);
+    let p = h.connect(connect(version, "p", true)).0;
+
+    p.publish(
+        &mut h,
+        publish(&format!("{NFC}/x"), "nfc", QoS::AtMostOnce, 0),
+    );
+    let got = nfc.publishes();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic.as_bytes(), format!("{NFC}/x").as_bytes());
+    assert!(nfd.publishes().is_empty(), "NFC name matched an NFD filter");
+
+    p.publish(
+        &mut h,
+        publish(&format!("{NFD}/x"), "nfd", QoS::AtMostOnce, 0),
+    );
+    let got = nfd.publishes();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic.as_bytes(), format!("{NFD}/x").as_bytes());
+    assert!(nfc.publishes().is_empty(), "NFD name matched an NFC filter");
+
+    p.publish(&mut h, publish("t/\u{378}", "odd", QoS::AtMostOnce, 0));
+    p.publish(&mut h, publish("t/\u{e000}", "private", QoS::AtMostOnce, 0));
+    let topics: Vec<Vec<u8>> = odd
+        .publishes()
+        .into_iter()
+        .map(|p| p.topic.into_bytes())
+        .collect();
+    assert_eq!(
+        topics,
+        vec![
+            "t/\u{378}".as_bytes().to_vec(),
+            "t/\u{e000}".as_bytes().to_vec()
+        ]
+    );
+}
+
+/// v3.1.1: [MQTT-4.7.3-4]
+#[test]
+fn v311_topics_match_without_normalisation() {
+    topics_match_without_normalisation(ProtocolVersion::V3_1_1);
+}
+
+/// v5: [MQTT-4.7.3-4]
+#[test]
+fn v5_topics_match_without_normalisation() {
+    topics_match_without_normalisation(ProtocolVersion::V5);
 }
 
 /// v5: [MQTT-3.3.4-2] [MQTT-3.3.4-3] [MQTT-3.3.4-4]

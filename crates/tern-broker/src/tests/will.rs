@@ -137,3 +137,55 @@ fn takeover_resuming_the_session_cancels_a_delayed_will() {
     h.advance(Duration::from_secs(30));
     assert!(w.publishes().is_empty());
 }
+
+/// v3.1.1: [MQTT-3.1.2-12]
+#[test]
+fn v311_without_the_will_flag_nothing_is_published_when_the_connection_ends() {
+    let mut h = Harness::new();
+    let w = h.v4("watcher");
+    w.subscribe(&mut h, "#", QoS::AtLeastOnce);
+    // Three connections without a will end abnormally: the network drops, a protocol
+    // violation, a Keep Alive timeout.
+    let dropped = h.v4("dropped");
+    h.broker.handle_closed(h.now, dropped.conn);
+    let violator = h.v4("violator");
+    violator.send(&mut h, Packet::PingResp);
+    assert!(violator.is_closed());
+    let mut c = connect(ProtocolVersion::V3_1_1, "silent", true);
+    c.keep_alive = 1;
+    let (silent, _) = h.connect(c);
+    h.advance(Duration::from_secs(2));
+    assert!(silent.is_closed());
+    assert!(w.publishes().is_empty(), "no will, nothing published");
+    // The watcher does see a will when there is one.
+    let mut c = connect(ProtocolVersion::V3_1_1, "with-will", true);
+    c.will = Some(will("will/t", "bye"));
+    let (with_will, _) = h.connect(c);
+    h.broker.handle_closed(h.now, with_will.conn);
+    let got = w.publishes();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].topic.as_str(), &got[0].payload[..]),
+        ("will/t", &b"bye"[..])
+    );
+}
+
+/// v5: [MQTT-3.1.3-10]
+#[test]
+fn will_user_properties_keep_their_order_when_published() {
+    let mut h = Harness::new();
+    let w = watcher(&mut h);
+    let pairs: Vec<(String, String)> = [("z", "1"), ("a", "2"), ("z", "0"), ("m", "3"), ("a", "2")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut c = connect(ProtocolVersion::V5, "c", true);
+    let mut wl = will("will/t", "bye");
+    wl.properties.user_properties = pairs.clone();
+    c.will = Some(wl);
+    let (c, _) = h.connect(c);
+    h.broker.handle_closed(h.now, c.conn);
+    let got = w.publishes();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].properties.user_properties, pairs);
+}

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::packet::publish::validate_topic_name;
+use crate::packet::publish::{validate_response_topic, validate_topic_name};
 use crate::properties::Allowed;
 use crate::wire::{Reader, field_len, put_field};
 use crate::{Properties, ProtocolVersion, QoS, ReasonCode, Violation};
@@ -118,7 +118,9 @@ impl Connect {
         let client_id = r.string()?;
         let will = if will_flag {
             let properties = if v5 {
-                Properties::decode(&mut r, Allowed::WILL)?
+                let properties = Properties::decode(&mut r, Allowed::WILL)?;
+                validate_response_topic(&properties)?;
+                properties
             } else {
                 Properties::default()
             };
@@ -265,7 +267,11 @@ mod tests {
                     response_topic: Some("resp".into()),
                     correlation_data: Some(Bytes::from_static(b"corr")),
                     will_delay_interval: Some(5),
-                    user_properties: vec![("w".into(), "1".into())],
+                    user_properties: vec![
+                        ("w".into(), "1".into()),
+                        ("b".into(), "2".into()),
+                        ("w".into(), "0".into()),
+                    ],
                     ..Default::default()
                 }
             } else {
@@ -300,6 +306,7 @@ mod tests {
         out
     }
 
+    /// v5: [MQTT-3.1.3-10] (the Will's User Properties come back in their order)
     #[test]
     fn connect_round_trips_in_every_version() {
         for v in [V3_1, V3_1_1, V5] {
@@ -436,6 +443,33 @@ mod tests {
         );
     }
 
+    /// v5: [MQTT-3.3.2-14]
+    #[test]
+    fn will_response_topic_with_wildcard_is_protocol_error() {
+        // Will properties: Response Topic (08) "r/#"; then will topic "w" and payload "x".
+        let will = |response: &[u8]| {
+            let mut rest = vec![0, 0, 1, b'c', 6, 0x08, 0, 3];
+            rest.extend_from_slice(response);
+            rest.extend_from_slice(&[0, 1, b'w', 0, 1, b'x']);
+            raw(b"MQTT", 5, 0x06, &rest)
+        };
+        assert_violation(
+            decode_all(&will(b"r/#"), V5),
+            "MQTT-3.3.2-14",
+            ReasonCode::PROTOCOL_ERROR,
+        );
+        assert_violation(
+            decode_all(&will(b"+/r"), V5),
+            "MQTT-3.3.2-14",
+            ReasonCode::PROTOCOL_ERROR,
+        );
+        let Ok(Packet::Connect(c)) = decode_all(&will(b"r/x"), V5) else {
+            panic!("a Response Topic without wildcards is accepted");
+        };
+        let w = c.will.expect("will");
+        assert_eq!(w.properties.response_topic.as_deref(), Some("r/x"));
+    }
+
     #[test]
     fn empty_will_topic_is_protocol_error() {
         let bytes = raw(b"MQTT", 4, 0x04, &[0, 1, b'c', 0, 0, 0, 0]);
@@ -465,6 +499,63 @@ mod tests {
             RULE_LENGTH,
             ReasonCode::MALFORMED_PACKET,
         );
+    }
+
+    /// v5: [MQTT-3.1.2-9]
+    /// v3.1.1: [MQTT-3.1.2-9]
+    #[test]
+    fn will_flag_without_will_fields_is_malformed() {
+        // Connect flags 06: Clean Start and Will Flag; the payload stops after the client id,
+        // after the will properties (v5) or after the will topic.
+        let cases: [(ProtocolVersion, u8, &[u8]); 5] = [
+            (V3_1_1, 4, &[0, 1, b'c']),
+            (V3_1_1, 4, &[0, 1, b'c', 0, 1, b'w']),
+            (V5, 5, &[0, 0, 1, b'c']),
+            (V5, 5, &[0, 0, 1, b'c', 0]),
+            (V5, 5, &[0, 0, 1, b'c', 0, 0, 1, b'w']),
+        ];
+        for (v, level, rest) in cases {
+            assert_violation(
+                decode_all(&raw(b"MQTT", level, 0x06, rest), v),
+                RULE_LENGTH,
+                ReasonCode::MALFORMED_PACKET,
+            );
+        }
+    }
+
+    /// v5: [MQTT-3.1.2-17]
+    #[test]
+    fn v5_user_name_flag_without_user_name_is_malformed() {
+        let bytes = raw(b"MQTT", 5, 0x82, &[0, 0, 1, b'c']);
+        assert_violation(
+            decode_all(&bytes, V5),
+            RULE_LENGTH,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    /// v5: [MQTT-3.1.2-19]
+    /// v3.1.1: [MQTT-3.1.2-21]
+    #[test]
+    fn password_flag_without_password_is_malformed() {
+        // 3.1.1 needs the User Name Flag with the Password Flag (C2): the user name is there.
+        let bytes = raw(b"MQTT", 4, 0xC2, &[0, 1, b'c', 0, 1, b'u']);
+        assert_violation(
+            decode_all(&bytes, V3_1_1),
+            RULE_LENGTH,
+            ReasonCode::MALFORMED_PACKET,
+        );
+        // 5.0 allows a password alone (42), or with a user name (C2).
+        for (flags, rest) in [
+            (0x42, &[0, 0, 1, b'c'][..]),
+            (0xC2, &[0, 0, 1, b'c', 0, 1, b'u']),
+        ] {
+            assert_violation(
+                decode_all(&raw(b"MQTT", 5, flags, rest), V5),
+                RULE_LENGTH,
+                ReasonCode::MALFORMED_PACKET,
+            );
+        }
     }
 
     #[test]

@@ -41,6 +41,19 @@ pub(crate) fn validate_topic_name(topic: &str) -> Result<(), Violation> {
     })
 }
 
+/// Checks the Response Topic of a PUBLISH or a Will, if any: it names the topic of a reply, so
+/// it holds no wildcard characters [MQTT-3.3.2-14]. The packet parses; the value breaks the
+/// specification, which makes it a Protocol Error (0x82).
+pub(crate) fn validate_response_topic(properties: &Properties) -> Result<(), Violation> {
+    match &properties.response_topic {
+        Some(topic) if topic.contains(['+', '#']) => Err(Violation::protocol(
+            "MQTT-3.3.2-14",
+            "wildcard character in Response Topic",
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Publish {
     /// Parses a PUBLISH from its fixed-header `flags` and body.
     pub(crate) fn decode(
@@ -78,6 +91,7 @@ impl Publish {
         } else {
             validate_topic_name(&topic)?;
         }
+        validate_response_topic(&properties)?;
         Ok(Publish {
             dup,
             qos,
@@ -339,6 +353,25 @@ mod tests {
             "MQTT-3.3.2-8",
             ReasonCode::TOPIC_ALIAS_INVALID,
         );
+    }
+
+    /// v5: [MQTT-3.3.2-14]
+    #[test]
+    fn response_topic_with_wildcard_is_protocol_error() {
+        // QoS 0 PUBLISH "a", properties: Response Topic (08) "r/+" or "r/#".
+        for wildcard in [b'+', b'#'] {
+            let mut bytes = b"\x30\x0a\x00\x01a\x06\x08\x00\x03r/".to_vec();
+            bytes.push(wildcard);
+            assert_violation(
+                decode_all(&bytes, V5),
+                "MQTT-3.3.2-14",
+                ReasonCode::PROTOCOL_ERROR,
+            );
+        }
+        let Ok(Packet::Publish(p)) = decode_all(b"\x30\x0a\x00\x01a\x06\x08\x00\x03r/x", V5) else {
+            panic!("a Response Topic without wildcards is accepted");
+        };
+        assert_eq!(p.properties.response_topic.as_deref(), Some("r/x"));
     }
 
     #[test]
