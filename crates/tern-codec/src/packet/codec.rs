@@ -188,8 +188,7 @@ impl Packet {
 
     /// Exact number of bytes [`Packet::encode`] writes for `version`, fixed header included.
     pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
-        let body = self.body_len(version);
-        1 + varint::len(u32::try_from(body).unwrap_or(u32::MAX)) + body
+        framed_len(self.body_len(version))
     }
 
     /// Appends the wire form of this packet for `version` to `out`.
@@ -197,10 +196,7 @@ impl Packet {
     /// CONNECT is always encoded for its own `protocol`. For v3 versions, properties and
     /// v5-only fields are dropped. The value is trusted: encoding never fails.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) {
-        let body = self.body_len(version);
-        out.reserve(1 + 4 + body);
-        out.put_u8(self.first_byte());
-        varint::encode(u32::try_from(body).unwrap_or(u32::MAX), out);
+        put_fixed_header(out, self.first_byte(), self.body_len(version));
         match self {
             Packet::Connect(c) => c.encode_body(out),
             Packet::ConnAck(c) => c.encode_body(version, out),
@@ -217,6 +213,19 @@ impl Packet {
             Packet::Auth(a) => a.encode_body(out),
         }
     }
+}
+
+/// Length of a packet whose body is `body` bytes, fixed header included.
+pub(crate) fn framed_len(body: usize) -> usize {
+    1 + varint::len(u32::try_from(body).unwrap_or(u32::MAX)) + body
+}
+
+/// Writes the fixed header (first byte and Remaining Length) of a packet whose body is `body`
+/// bytes, with room reserved for the body.
+pub(crate) fn put_fixed_header(out: &mut BytesMut, first: u8, body: usize) {
+    out.reserve(1 + 4 + body);
+    out.put_u8(first);
+    varint::encode(u32::try_from(body).unwrap_or(u32::MAX), out);
 }
 
 #[cfg(test)]

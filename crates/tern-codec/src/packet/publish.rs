@@ -2,12 +2,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::packet::codec::{framed_len, put_fixed_header};
 use crate::properties::{Allowed, PerDelivery};
 use crate::topic::{TopicError, validate_name};
 use crate::wire::{RULE_NUL, Reader, field_len, put_field};
-use crate::{
-    PacketId, PacketType, Properties, ProtocolVersion, QoS, ReasonCode, Violation, varint,
-};
+use crate::{PacketId, PacketType, Properties, ProtocolVersion, QoS, ReasonCode, Violation};
 
 /// An application message [MQTT-3.3].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -187,17 +186,14 @@ impl PublishRef<'_> {
 
     /// Exact number of bytes [`Self::encode`] writes for `version`, fixed header included.
     pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
-        let body = self.body_len(version);
-        1 + varint::len(u32::try_from(body).unwrap_or(u32::MAX)) + body
+        framed_len(self.body_len(version))
     }
 
     /// Appends the wire form of this PUBLISH for `version` to `out`, exactly as
     /// [`crate::Packet::encode`] would write the equivalent [`Publish`].
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) {
-        let body = self.body_len(version);
-        out.reserve(1 + 4 + body);
-        out.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
-        varint::encode(u32::try_from(body).unwrap_or(u32::MAX), out);
+        let first = ((PacketType::Publish as u8) << 4) | self.flags();
+        put_fixed_header(out, first, self.body_len(version));
         self.encode_body(version, out);
     }
 }
