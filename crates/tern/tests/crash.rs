@@ -5,7 +5,7 @@
 //! with rumqttc's v5 client, kills and restarts it on the same directory, and checks what a
 //! persistent subscriber receives afterwards.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -173,8 +173,12 @@ async fn publish_stream(
             }
         }
     });
-    // rumqttc reports each PUBLISH as it goes out, in request order, with its packet id.
-    let mut by_pkid: BTreeMap<u16, (u8, u32)> = BTreeMap::new();
+    // rumqttc reports each PUBLISH as it goes out, in request order, with its packet id. It
+    // reuses the id of a QoS 2 message as soon as PUBREC arrives, before PUBCOMP (it only
+    // checks the ids awaiting PUBACK or PUBREC), so one id can stand for an older QoS 2 flow
+    // awaiting PUBCOMP and a newer message: each id keeps its flows oldest first, and an
+    // acknowledgment completes the oldest one of its kind.
+    let mut by_pkid: BTreeMap<u16, VecDeque<(u8, u32)>> = BTreeMap::new();
     let mut sent = 0u32;
     let mut acked = Acked::new();
     let mut midway = Some(midway);
@@ -187,11 +191,11 @@ async fn publish_stream(
         match event {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 let qos = if sent.is_multiple_of(2) { 1 } else { 2 };
-                by_pkid.insert(pkid, (qos, sent / 2));
+                by_pkid.entry(pkid).or_default().push_back((qos, sent / 2));
                 sent += 1;
             }
-            Event::Incoming(Packet::PubAck(a)) => record(&mut acked, &by_pkid, a.pkid),
-            Event::Incoming(Packet::PubComp(c)) => record(&mut acked, &by_pkid, c.pkid),
+            Event::Incoming(Packet::PubAck(a)) => record(&mut acked, &mut by_pkid, a.pkid, 1),
+            Event::Incoming(Packet::PubComp(c)) => record(&mut acked, &mut by_pkid, c.pkid, 2),
             _ => {}
         }
         let count: usize = acked.values().map(BTreeSet::len).sum();
@@ -207,8 +211,15 @@ async fn publish_stream(
     acked
 }
 
-fn record(acked: &mut Acked, by_pkid: &BTreeMap<u16, (u8, u32)>, pkid: u16) {
-    let &(qos, seq) = by_pkid.get(&pkid).expect("acknowledged id was sent");
+/// Records the acknowledgment (PUBACK for `qos` 1, PUBCOMP for 2) of the oldest flow of that
+/// QoS still open under `pkid`.
+fn record(acked: &mut Acked, by_pkid: &mut BTreeMap<u16, VecDeque<(u8, u32)>>, pkid: u16, qos: u8) {
+    let flows = by_pkid.get_mut(&pkid).expect("acknowledged id was sent");
+    let i = flows
+        .iter()
+        .position(|&(q, _)| q == qos)
+        .expect("an open flow of this QoS under the acknowledged id");
+    let (_, seq) = flows.remove(i).expect("position just found");
     assert!(
         acked.entry(qos).or_default().insert(seq),
         "seq {seq} acknowledged twice"
