@@ -449,11 +449,11 @@ impl<O: Outlet> Broker<O> {
         );
     }
 
-    /// Sends `packet` on `conn` if it is open, honouring the client's Maximum Packet Size for
+    /// Sends `frame` on `conn` if it is open, honouring the client's Maximum Packet Size for
     /// non-PUBLISH packets by dropping optional properties [MQTT-3.1.2-25].
-    pub(crate) fn send(&mut self, conn: ConnId, packet: Packet) {
+    pub(crate) fn send(&mut self, conn: ConnId, frame: impl Into<Frame>) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            send_on(c, packet);
+            send_on(c, frame.into());
         }
     }
 
@@ -473,7 +473,7 @@ impl<O: Outlet> Broker<O> {
             if c.problem_info && reason.is_error() {
                 d.properties.reason_string = Some(how.why.to_string());
             }
-            send_on(&mut c, Packet::Disconnect(d));
+            send_on(&mut c, Packet::Disconnect(d).into());
         }
         c.outlet.close();
         let Some(sid) = c.session else { return };
@@ -585,29 +585,38 @@ impl<O: Outlet> Broker<O> {
 }
 
 /// Sends on one connection, fitting non-PUBLISH packets into the client's maximum size.
-pub(crate) fn send_on<O: Outlet>(c: &mut Conn<O>, mut packet: Packet) {
-    if c.version.is_v5()
-        && c.client_max_packet != u32::MAX
-        && packet.encoded_len(c.version) > c.client_max_packet as usize
-    {
+pub(crate) fn send_on<O: Outlet>(c: &mut Conn<O>, mut frame: Frame) {
+    let too_big = |f: &Frame| {
+        c.version.is_v5()
+            && c.client_max_packet != u32::MAX
+            && f.encoded_len(c.version) > c.client_max_packet as usize
+    };
+    if too_big(&frame) {
         // [MQTT-3.1.2-25] Reason String and User Properties may be dropped to fit.
-        match &mut packet {
-            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
-                a.properties = Default::default()
-            }
-            Packet::SubAck(a) => a.properties = Default::default(),
-            Packet::UnsubAck(a) => a.properties = Default::default(),
-            Packet::Disconnect(d) => d.properties = Default::default(),
-            Packet::ConnAck(a) => {
-                a.properties.reason_string = None;
-                a.properties.user_properties.clear();
-            }
-            _ => {}
+        if let Frame::Packet(packet) = &mut frame {
+            strip_optional_properties(packet);
         }
-        if packet.encoded_len(c.version) > c.client_max_packet as usize {
+        if too_big(&frame) {
             return;
         }
     }
     // Never starts holding (no wait of its own), but queues behind held packets.
-    send_after(c, packet.into(), None);
+    send_after(c, frame, None);
+}
+
+/// Drops what [MQTT-3.1.2-25] allows to drop from a packet to fit the client's maximum size.
+fn strip_optional_properties(packet: &mut Packet) {
+    match packet {
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+            a.properties = Default::default()
+        }
+        Packet::SubAck(a) => a.properties = Default::default(),
+        Packet::UnsubAck(a) => a.properties = Default::default(),
+        Packet::Disconnect(d) => d.properties = Default::default(),
+        Packet::ConnAck(a) => {
+            a.properties.reason_string = None;
+            a.properties.user_properties.clear();
+        }
+        _ => {}
+    }
 }

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use tern_codec::{Packet, ReasonCode};
+use tern_codec::ReasonCode;
 
 use crate::broker::{Broker, Conn, ConnId, Outlet, Timer};
 use crate::frame::Frame;
@@ -92,18 +92,18 @@ impl Journal {
     }
 }
 
-/// Sends `packet` on `c`, or holds it behind `wait` (and behind anything already held).
+/// Sends `frame` on `c`, or holds it behind `wait` (and behind anything already held).
 /// Returns true when the connection just started holding.
-pub(crate) fn send_after<O: Outlet>(c: &mut Conn<O>, packet: Frame, wait: Option<Ticket>) -> bool {
+pub(crate) fn send_after<O: Outlet>(c: &mut Conn<O>, frame: Frame, wait: Option<Ticket>) -> bool {
     match (wait, c.held.back()) {
         (None, None) => {
-            c.outlet.send(packet);
+            c.outlet.send(frame);
             false
         }
         (wait, last) => {
             let was_empty = last.is_none();
             let t = wait.max(last.map(|l| l.0)).unwrap_or(0);
-            c.held.push_back((t, packet));
+            c.held.push_back((t, frame));
             was_empty
         }
     }
@@ -198,10 +198,10 @@ impl<O: Outlet> Broker<O> {
         }
     }
 
-    /// Sends `packet` on `conn`, after batch `wait` is durable if given.
-    pub(crate) fn send_durable(&mut self, conn: ConnId, packet: Packet, wait: Option<Ticket>) {
+    /// Sends `frame` on `conn`, after batch `wait` is durable if given.
+    pub(crate) fn send_durable(&mut self, conn: ConnId, frame: Frame, wait: Option<Ticket>) {
         if let Some(c) = self.conns.get_mut(&conn)
-            && send_after(c, packet.into(), wait)
+            && send_after(c, frame, wait)
         {
             self.holding.push(conn);
         }

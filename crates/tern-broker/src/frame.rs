@@ -4,24 +4,26 @@
 //! few fields that differ per subscriber (packet id, flags, lifetime left, subscription
 //! identifiers, topic alias). The connection's writer encodes it straight from the shared
 //! message, so a delivery to one more subscriber copies no topic, no properties and no payload,
-//! and the frame itself stays small to move through queues. Acknowledgments without properties
-//! (nearly all of them) are as small; any other packet is boxed.
+//! and the frame itself stays small to move through queues. The core's acknowledgments carry
+//! no properties and are as small; any other packet is boxed.
 
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
-use tern_codec::{Ack, Packet, PacketId, ProtocolVersion, Publish, PublishRef, QoS, ReasonCode};
+use bytes::BytesMut;
+use tern_codec::{
+    Ack, Packet, PacketId, PacketType, ProtocolVersion, Publish, PublishRef, QoS, ReasonCode,
+};
 
 use crate::session::Message;
 
 /// One packet for a connection, as the core hands it to the [`crate::Outlet`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Frame {
     /// A PUBLISH of a routed message, encoded from the shared message.
     Publish(OutPublish),
-    /// PUBACK, PUBREC, PUBREL or PUBCOMP carrying no properties.
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP (carrying no properties).
     Ack(AckKind, PacketId, ReasonCode),
-    /// Any other packet.
+    /// Any other packet (a `Packet` becomes one with `into()`).
     Packet(Box<Packet>),
 }
 
@@ -60,12 +62,6 @@ pub struct OutPublish {
     pub topic_alias: Option<u16>,
     /// False when the alias stands in for the topic name (sent empty).
     pub with_topic: bool,
-}
-
-impl PartialEq for OutPublish {
-    fn eq(&self, other: &Self) -> bool {
-        self.to_publish() == other.to_publish()
-    }
 }
 
 impl OutPublish {
@@ -108,12 +104,13 @@ impl OutPublish {
 }
 
 impl AckKind {
-    fn first_byte(self) -> u8 {
+    /// The packet type of this acknowledgment.
+    pub fn packet_type(self) -> PacketType {
         match self {
-            AckKind::PubAck => 0x40,
-            AckKind::PubRec => 0x50,
-            AckKind::PubRel => 0x62,
-            AckKind::PubComp => 0x70,
+            AckKind::PubAck => PacketType::PubAck,
+            AckKind::PubRec => PacketType::PubRec,
+            AckKind::PubRel => PacketType::PubRel,
+            AckKind::PubComp => PacketType::PubComp,
         }
     }
 }
@@ -123,13 +120,7 @@ impl Frame {
     pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
         match self {
             Frame::Publish(p) => p.view().encoded_len(version),
-            Frame::Ack(_, _, reason) => {
-                if version.is_v5() && *reason != ReasonCode::SUCCESS {
-                    5
-                } else {
-                    4
-                }
-            }
+            Frame::Ack(_, _, reason) => Ack::bare_len(*reason, version),
             Frame::Packet(p) => p.encoded_len(version),
         }
     }
@@ -139,15 +130,7 @@ impl Frame {
         match self {
             Frame::Publish(p) => p.view().encode(version, out),
             Frame::Ack(kind, id, reason) => {
-                // [MQTT-3.4.2.1] A success without properties is just the identifier.
-                let long = version.is_v5() && *reason != ReasonCode::SUCCESS;
-                out.reserve(5);
-                out.put_u8(kind.first_byte());
-                out.put_u8(if long { 3 } else { 2 });
-                out.put_u16(id.get());
-                if long {
-                    out.put_u8(reason.0);
-                }
+                Ack::encode_bare(kind.packet_type(), *id, *reason, version, out)
             }
             Frame::Packet(p) => p.encode(version, out),
         }
@@ -174,10 +157,6 @@ impl Frame {
     pub(crate) fn publisher_ack_reason(&mut self) -> Option<&mut ReasonCode> {
         match self {
             Frame::Ack(AckKind::PubAck | AckKind::PubRec, _, reason) => Some(reason),
-            Frame::Packet(p) => match &mut **p {
-                Packet::PubAck(a) | Packet::PubRec(a) => Some(&mut a.reason),
-                _ => None,
-            },
             _ => None,
         }
     }
@@ -185,18 +164,7 @@ impl Frame {
 
 impl From<Packet> for Frame {
     fn from(packet: Packet) -> Frame {
-        let (kind, a) = match &packet {
-            Packet::PubAck(a) => (AckKind::PubAck, a),
-            Packet::PubRec(a) => (AckKind::PubRec, a),
-            Packet::PubRel(a) => (AckKind::PubRel, a),
-            Packet::PubComp(a) => (AckKind::PubComp, a),
-            _ => return Frame::Packet(Box::new(packet)),
-        };
-        if a.properties.is_empty() {
-            Frame::Ack(kind, a.packet_id, a.reason)
-        } else {
-            Frame::Packet(Box::new(packet))
-        }
+        Frame::Packet(Box::new(packet))
     }
 }
 
@@ -241,14 +209,25 @@ mod tests {
     fn acks_encode_exactly_as_their_packets() {
         let id = PacketId::new(0x1234).unwrap();
         for reason in [ReasonCode::SUCCESS, ReasonCode::NO_MATCHING_SUBSCRIBERS] {
-            for p in [
-                Packet::PubAck(Ack::with_reason(id, reason)),
-                Packet::PubRec(Ack::with_reason(id, reason)),
-                Packet::PubRel(Ack::with_reason(id, reason)),
-                Packet::PubComp(Ack::with_reason(id, reason)),
+            for (kind, p) in [
+                (
+                    AckKind::PubAck,
+                    Packet::PubAck(Ack::with_reason(id, reason)),
+                ),
+                (
+                    AckKind::PubRec,
+                    Packet::PubRec(Ack::with_reason(id, reason)),
+                ),
+                (
+                    AckKind::PubRel,
+                    Packet::PubRel(Ack::with_reason(id, reason)),
+                ),
+                (
+                    AckKind::PubComp,
+                    Packet::PubComp(Ack::with_reason(id, reason)),
+                ),
             ] {
-                let f = Frame::from(p.clone());
-                assert!(matches!(f, Frame::Ack(..)), "{f:?}");
+                let f = Frame::Ack(kind, id, reason);
                 assert_eq!(f.to_packet(), p);
                 for v in VERSIONS {
                     assert_eq!(bytes(&f, v), packet_bytes(&p, v), "{p:?} for {v:?}");
@@ -258,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn acks_with_properties_and_other_packets_are_kept_whole() {
+    fn other_packets_are_kept_whole() {
         let mut a = Ack::with_reason(PacketId::new(7).unwrap(), ReasonCode::QUOTA_EXCEEDED);
         a.properties.reason_string = Some("full".into());
         let p = Packet::PubAck(a);

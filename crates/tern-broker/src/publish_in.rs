@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use tern_codec::{Ack, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Violation};
+use tern_codec::{Ack, ProtocolVersion, Publish, QoS, ReasonCode, Violation};
 
 use crate::broker::{Broker, CloseHow, ConnId, Outlet};
+use crate::frame::{AckKind, Frame};
 use crate::persist::StoreOp;
 use crate::session::{Delivery, GroupId, Message, SessionId};
 
@@ -106,7 +107,7 @@ impl<O: Outlet> Broker<O> {
         if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
             if s.inbound_qos2.contains(&id.get()) {
                 // [MQTT-4.3.3-10] Not routed again; acknowledge again.
-                return self.send(conn, Packet::PubRec(Ack::new(id)));
+                return self.send(conn, Frame::Ack(AckKind::PubRec, id, ReasonCode::SUCCESS));
             }
             if s.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
                 // [MQTT-3.3.4-9] More unacknowledged QoS 2 PUBLISH than our Receive Maximum.
@@ -175,7 +176,7 @@ impl<O: Outlet> Broker<O> {
             (QoS::AtLeastOnce, Some(id)) => {
                 // The acknowledgment waits until what routing recorded is durable.
                 let wait = self.journal.wait_since(mark);
-                self.send_durable(conn, Packet::PubAck(Ack::with_reason(id, reason)), wait)
+                self.send_durable(conn, Frame::Ack(AckKind::PubAck, id, reason), wait)
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 if !reason.is_error()
@@ -191,7 +192,7 @@ impl<O: Outlet> Broker<O> {
                     }
                 }
                 let wait = self.journal.wait_since(mark);
-                self.send_durable(conn, Packet::PubRec(Ack::with_reason(id, reason)), wait)
+                self.send_durable(conn, Frame::Ack(AckKind::PubRec, id, reason), wait)
             }
             _ => {}
         }
@@ -233,7 +234,7 @@ impl<O: Outlet> Broker<O> {
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
-        self.send(conn, Packet::PubComp(Ack::with_reason(a.packet_id, reason)));
+        self.send(conn, Frame::Ack(AckKind::PubComp, a.packet_id, reason));
     }
 
     /// Stores a retained message if asked, then routes the message to subscribers.

@@ -2,9 +2,10 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::packet::codec::{framed_len, put_fixed_header};
 use crate::properties::Allowed;
 use crate::wire::Reader;
-use crate::{PacketId, Properties, ProtocolVersion, ReasonCode, Violation};
+use crate::{PacketId, PacketType, Properties, ProtocolVersion, ReasonCode, Violation};
 
 /// The body of PUBACK, PUBREC, PUBREL or PUBCOMP [MQTT-3.4 to 3.7].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,30 +58,68 @@ impl Ack {
 
     /// Length of the body encoded for `version`.
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
-        if !version.is_v5() {
-            2
-        } else if !self.properties.is_empty() {
+        if version.is_v5() && !self.properties.is_empty() {
             3 + self.properties.wire_len()
-        } else if self.reason != ReasonCode::SUCCESS {
-            3
         } else {
-            2
+            bare_body_len(self.reason, version)
         }
     }
 
     /// Writes the body for `version`, compactly when nothing but the id is needed.
     pub(crate) fn encode_body(&self, version: ProtocolVersion, out: &mut BytesMut) {
-        out.put_u16(self.packet_id.get());
-        if !version.is_v5() {
-            return;
-        }
-        let has_props = !self.properties.is_empty();
-        if has_props || self.reason != ReasonCode::SUCCESS {
+        if version.is_v5() && !self.properties.is_empty() {
+            out.put_u16(self.packet_id.get());
             out.put_u8(self.reason.0);
-        }
-        if has_props {
             self.properties.encode(out);
+        } else {
+            put_bare_body(self.packet_id, self.reason, version, out);
         }
+    }
+
+    /// Exact number of bytes [`Ack::encode_bare`] writes.
+    pub fn bare_len(reason: ReasonCode, version: ProtocolVersion) -> usize {
+        framed_len(bare_body_len(reason, version))
+    }
+
+    /// Appends a `kind` acknowledgment (PUBACK, PUBREC, PUBREL or PUBCOMP) of `packet_id`
+    /// with `reason` and no properties, exactly as [`crate::Packet::encode`] writes such an
+    /// [`Ack`], for senders that keep no `Ack` value.
+    pub fn encode_bare(
+        kind: PacketType,
+        packet_id: PacketId,
+        reason: ReasonCode,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) {
+        debug_assert!(matches!(
+            kind,
+            PacketType::PubAck | PacketType::PubRec | PacketType::PubRel | PacketType::PubComp
+        ));
+        put_fixed_header(out, kind.first_byte(), bare_body_len(reason, version));
+        put_bare_body(packet_id, reason, version, out);
+    }
+}
+
+/// Body length of an acknowledgment without properties: the reason code is left out for v3
+/// and for SUCCESS (MQTT 5.0 section 3.4.2.1).
+fn bare_body_len(reason: ReasonCode, version: ProtocolVersion) -> usize {
+    if version.is_v5() && reason != ReasonCode::SUCCESS {
+        3
+    } else {
+        2
+    }
+}
+
+/// Writes the body of an acknowledgment without properties.
+fn put_bare_body(
+    packet_id: PacketId,
+    reason: ReasonCode,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) {
+    out.put_u16(packet_id.get());
+    if bare_body_len(reason, version) == 3 {
+        out.put_u8(reason.0);
     }
 }
 

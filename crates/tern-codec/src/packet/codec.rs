@@ -159,12 +159,10 @@ impl Packet {
 
     /// First byte of the fixed header: type and flags.
     fn first_byte(&self) -> u8 {
-        let flags = match self {
-            Packet::Publish(p) => p.view().flags(),
-            Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => 0b0010,
-            _ => 0,
-        };
-        ((self.packet_type() as u8) << 4) | flags
+        match self {
+            Packet::Publish(p) => p.view().first_byte(),
+            _ => self.packet_type().first_byte(),
+        }
     }
 
     /// Length of everything after the fixed header, encoded for `version`.

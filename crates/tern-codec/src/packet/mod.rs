@@ -107,6 +107,18 @@ pub enum PacketType {
     Auth = 15,
 }
 
+impl PacketType {
+    /// First byte of the fixed header: the type and the flags it requires (PUBREL, SUBSCRIBE
+    /// and UNSUBSCRIBE carry 0b0010 [MQTT-2.2.2-1]; PUBLISH adds its own flags to this).
+    pub(crate) fn first_byte(self) -> u8 {
+        let flags = match self {
+            PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => 0b0010,
+            _ => 0,
+        };
+        ((self as u8) << 4) | flags
+    }
+}
+
 /// One MQTT control packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {

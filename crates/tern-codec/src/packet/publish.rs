@@ -155,9 +155,12 @@ impl PublishRef<'_> {
         }
     }
 
-    /// The fixed-header flags: DUP, QoS and RETAIN.
-    pub(crate) fn flags(&self) -> u8 {
-        (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    /// First byte of the fixed header: the type and the DUP, QoS and RETAIN flags.
+    pub(crate) fn first_byte(&self) -> u8 {
+        PacketType::Publish.first_byte()
+            | (u8::from(self.dup) << 3)
+            | ((self.qos as u8) << 1)
+            | u8::from(self.retain)
     }
 
     /// Length of the body encoded for `version`.
@@ -192,8 +195,7 @@ impl PublishRef<'_> {
     /// Appends the wire form of this PUBLISH for `version` to `out`, exactly as
     /// [`crate::Packet::encode`] would write the equivalent [`Publish`].
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) {
-        let first = ((PacketType::Publish as u8) << 4) | self.flags();
-        put_fixed_header(out, first, self.body_len(version));
+        put_fixed_header(out, self.first_byte(), self.body_len(version));
         self.encode_body(version, out);
     }
 }
