@@ -90,23 +90,20 @@ pub(crate) struct Backpressure {
 
 impl Backpressure {
     fn set_queued(&self, on: bool) {
-        if !self.queued.swap(on, Ordering::AcqRel) || on {
-            return;
-        }
-        self.released();
+        self.set(&self.queued, on);
     }
 
     fn set_congested(&self, on: bool) {
-        if !self.congested.swap(on, Ordering::AcqRel) || on {
-            return;
-        }
-        self.released();
+        self.set(&self.congested, on);
     }
 
-    /// The connection drained: it is not stalled, and whoever waits may go on.
-    fn released(&self) {
-        self.stalled.store(false, Ordering::Release);
-        self.drained.notify_waiters();
+    /// Sets one of the two conditions; clearing one that was set means the connection drained:
+    /// it is not stalled, and whoever waits may go on.
+    fn set(&self, condition: &AtomicBool, on: bool) {
+        if condition.swap(on, Ordering::AcqRel) && !on {
+            self.stalled.store(false, Ordering::Release);
+            self.drained.notify_waiters();
+        }
     }
 
     fn backed_up(&self) -> bool {
@@ -216,12 +213,11 @@ pub(crate) fn spawn(
         max_packet_size: params.max_packet_size,
     };
     let abandon = params.abandon.clone();
-    let fut = async move {
+    tokio::spawn(async move {
         let _permit = permit;
         let _token = token;
         conn.run(stream, rx, abandon).await;
-    };
-    tokio::spawn(fut);
+    });
 }
 
 /// One accepted connection, registered with the core.
