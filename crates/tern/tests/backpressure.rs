@@ -21,16 +21,7 @@ const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
 const MESSAGES: u32 = 2000;
 
 fn connect(id: &str) -> Packet {
-    Packet::Connect(Box::new(Connect {
-        protocol: V4,
-        clean_start: true,
-        keep_alive: 0,
-        properties: Properties::default(),
-        client_id: id.into(),
-        will: None,
-        username: None,
-        password: None,
-    }))
+    Packet::Connect(Box::new(Connect::new(V4, id)))
 }
 
 fn pid(n: u32) -> PacketId {

@@ -25,16 +25,7 @@ async fn qos0_to_a_stalled_subscriber_is_dropped_not_hoarded() {
     // A subscriber that never reads again after SUBACK.
     let v5 = ProtocolVersion::V5;
     let mut stalled = support::RawClient::connect(addr).await;
-    let connect = Connect {
-        protocol: v5,
-        clean_start: true,
-        keep_alive: 0,
-        properties: Properties::default(),
-        client_id: "stalled".into(),
-        will: None,
-        username: None,
-        password: None,
-    };
+    let connect = Connect::new(v5, "stalled");
     stalled
         .send_packet(&Packet::Connect(Box::new(connect)), v5)
         .await;

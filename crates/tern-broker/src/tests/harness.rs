@@ -190,14 +190,8 @@ pub fn pid(n: u16) -> PacketId {
 
 pub fn connect(protocol: ProtocolVersion, id: &str, clean_start: bool) -> Connect {
     Connect {
-        protocol,
         clean_start,
-        keep_alive: 0,
-        properties: Properties::default(),
-        client_id: id.into(),
-        will: None,
-        username: None,
-        password: None,
+        ..Connect::new(protocol, id)
     }
 }
 

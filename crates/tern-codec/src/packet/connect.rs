@@ -28,6 +28,23 @@ pub struct Connect {
     pub password: Option<Bytes>,
 }
 
+impl Connect {
+    /// The plainest CONNECT for `protocol`: Clean Start, no Keep Alive, no properties, will or
+    /// credentials; set other fields with struct update syntax.
+    pub fn new(protocol: ProtocolVersion, client_id: &str) -> Self {
+        Connect {
+            protocol,
+            clean_start: true,
+            keep_alive: 0,
+            properties: Properties::default(),
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+        }
+    }
+}
+
 /// A Will Message carried in CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastWill {
