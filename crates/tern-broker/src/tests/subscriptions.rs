@@ -187,25 +187,23 @@ fn each_copy_carries_the_identifier_of_its_own_subscription() {
     c.subscribe_with(&mut h, "$share/g2/a/b", opts, Some(11));
     let p = h.v5("p");
     p.publish(&mut h, publish("a/b", "x", QoS::AtLeastOnce, 1));
-    let mut ids: Vec<Vec<u32>> = c
-        .publishes()
-        .into_iter()
-        .map(|m| m.properties.subscription_identifiers)
-        .collect();
-    ids.sort();
-    assert_eq!(ids, vec![vec![3], vec![7], vec![11]]);
+    // The identifiers of each copy received, sorted.
+    let ids = |c: &Client| {
+        let mut ids: Vec<Vec<u32>> = c
+            .publishes()
+            .into_iter()
+            .map(|m| m.properties.subscription_identifiers)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&c), vec![vec![3], vec![7], vec![11]]);
     // A copy for a subscription without an identifier carries none.
     let d = h.v5("d");
     d.subscribe_with(&mut h, "a/#", opts, None);
     d.subscribe_with(&mut h, "$share/g3/a/b", opts, Some(5));
     p.publish(&mut h, publish("a/b", "y", QoS::AtLeastOnce, 2));
-    let mut ids: Vec<Vec<u32>> = d
-        .publishes()
-        .into_iter()
-        .map(|m| m.properties.subscription_identifiers)
-        .collect();
-    ids.sort();
-    assert_eq!(ids, vec![vec![], vec![5]]);
+    assert_eq!(ids(&d), vec![vec![], vec![5]]);
 }
 
 /// v5: [MQTT-3.1.2-4] [MQTT-3.1.4-4]
