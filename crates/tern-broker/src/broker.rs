@@ -98,6 +98,23 @@ pub(crate) struct Conn<O> {
     pub backpressure: bool,
 }
 
+/// The backed-up connection delivering last found, and whether it dropped a message for it.
+#[derive(Debug, Default)]
+pub(crate) struct BackedUp {
+    /// The connection whose queue or outlet is backed up.
+    pub conn: Option<ConnId>,
+    /// A message was dropped for it.
+    pub dropped: bool,
+}
+
+impl BackedUp {
+    /// Notes `conn` as backed up; `dropped` if a message for it was just dropped.
+    pub(crate) fn note(&mut self, conn: ConnId, dropped: bool) {
+        self.conn = Some(conn);
+        self.dropped |= dropped;
+    }
+}
+
 /// A shared subscription `$share/{name}/{filter}` and its members.
 pub(crate) struct Group {
     pub members: Vec<(SessionId, SubEntry)>,
@@ -135,9 +152,8 @@ pub struct Broker<O: Outlet> {
     pub(crate) journal: Journal,
     /// Connections with held packets.
     pub(crate) holding: Vec<ConnId>,
-    /// The last connection found backed up while delivering; taken by
-    /// [`Broker::take_backpressure`].
-    pub(crate) backpressure: Option<ConnId>,
+    /// What delivering found backed up since [`Broker::take_backpressure`] last took it.
+    pub(crate) backpressure: BackedUp,
     next_conn: u64,
     next_session: u64,
     next_group: u64,
@@ -166,7 +182,7 @@ impl<O: Outlet> Broker<O> {
             stats: Stats::default(),
             journal: Journal::default(),
             holding: Vec::new(),
-            backpressure: None,
+            backpressure: BackedUp::default(),
             next_conn: 1,
             next_session: 1,
             next_group: 1,
@@ -371,7 +387,16 @@ impl<O: Outlet> Broker<O> {
     /// [`Outlet::set_backpressure`]`(false)`, so fast publishers slow down to what a slow
     /// subscriber takes instead of overflowing its queue.
     pub fn take_backpressure(&mut self) -> Option<ConnId> {
-        self.backpressure.take()
+        self.backpressure.dropped = false;
+        self.backpressure.conn.take()
+    }
+
+    /// True when, since [`Broker::take_backpressure`] was last called, a message was dropped
+    /// for a backed-up connection (its queue full, or its outlet congested at QoS 0). An edge
+    /// handing over a batch of one client's packets stops at once then, not at the end of the
+    /// batch: the rest would only be dropped too.
+    pub fn dropped_for_backpressure(&self) -> bool {
+        self.backpressure.dropped
     }
 
     /// The outlet of connection `id`, if it is open.

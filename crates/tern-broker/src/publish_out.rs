@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tern_codec::{Ack, PacketId, QoS, ReasonCode};
 
-use crate::broker::{Broker, Conn, ConnId, Outlet};
+use crate::broker::{BackedUp, Broker, Conn, ConnId, Outlet};
 use crate::durable::{Journal, send_after, stored};
 use crate::frame::{AckKind, Frame, OutPublish};
 use crate::persist::StoreOp;
@@ -24,7 +24,7 @@ pub(crate) struct Lane<'a, O> {
     stats: &'a mut Stats,
     journal: &'a mut Journal,
     holding: &'a mut Vec<ConnId>,
-    backpressure: &'a mut Option<ConnId>,
+    backpressure: &'a mut BackedUp,
 }
 
 impl<O: Outlet> Broker<O> {
@@ -167,7 +167,7 @@ impl<O: Outlet> Lane<'_, O> {
                 self.stats.dropped += 1;
                 // Its publishers may wait for it too (see `Broker::take_backpressure`).
                 if self.config.pause_publishers_at > 0 {
-                    *self.backpressure = Some(*id);
+                    self.backpressure.note(*id, true);
                 }
                 return;
             }
@@ -198,12 +198,15 @@ impl<O: Outlet> Lane<'_, O> {
                 self.stats.dropped += 1;
                 tracing::debug!(client_id = %self.s.client_id, "queue full, message dropped");
                 self.forget(&d);
+                // A full queue is backed up whatever `pause_publishers_at` says: the clients
+                // feeding it must wait too, or they keep it full and take the subscriber's turns.
+                self.check_backpressure(true);
             }
         }
     }
 
     fn record_queued(&mut self) {
-        self.check_backpressure();
+        self.check_backpressure(false);
         let d = self.s.queue.back().expect("just queued");
         if d.seq != 0 {
             let d = d.clone();
@@ -280,22 +283,22 @@ impl<O: Outlet> Lane<'_, O> {
                 self.send(p, false);
             }
         }
-        self.check_backpressure();
+        self.check_backpressure(false);
     }
 
-    /// Tells the connection's outlet when its queue crosses `pause_publishers_at` (up) or half
-    /// of it (down), and notes a queue at or above it for [`Broker::take_backpressure`].
-    /// Only a connected session counts: an offline one does not drain, so waiting for it would
-    /// only stall its publishers.
-    fn check_backpressure(&mut self) {
+    /// Tells the connection's outlet when its queue crosses `pause_publishers_at` (up), or is
+    /// `full` and drops messages, or drains to half of `pause_publishers_at` (down), and notes
+    /// a backed-up queue for [`Broker::take_backpressure`]. Only a connected session counts:
+    /// an offline one does not drain, so waiting for it would only stall its publishers.
+    fn check_backpressure(&mut self, full: bool) {
         let at = self.config.pause_publishers_at;
         let Some((id, c)) = &mut self.c else { return };
         if at == 0 {
             return;
         }
         let len = self.s.queue.len();
-        if len >= at {
-            *self.backpressure = Some(*id);
+        if full || len >= at {
+            self.backpressure.note(*id, full);
             if !c.backpressure {
                 c.backpressure = true;
                 c.outlet.set_backpressure(true);

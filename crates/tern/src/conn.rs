@@ -18,6 +18,7 @@
 //! connection (`Broker::take_backpressure`), the reader stops reading until that connection
 //! drains, at most [`MAX_PAUSE`] (see [`Backpressure`]); the core decides, this module waits.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -302,7 +303,7 @@ impl Connection {
                 if self.ending.is_raised() {
                     return ReadEnd::Stopped;
                 }
-                let mut batch = Vec::new();
+                let mut batch = VecDeque::new();
                 let mut failed = None;
                 while batch.len() < MAX_BATCH && !buf.is_empty() {
                     // Until the first packet, the version is what the CONNECT being read says.
@@ -320,7 +321,7 @@ impl Connection {
                                 // The writer must encode the CONNACK with this level.
                                 self.version.store(version as u8, Ordering::Release);
                             }
-                            batch.push(packet);
+                            batch.push_back(packet);
                         }
                         Err(violation) => {
                             tracing::trace!(peer = %self.peer, conn = self.id.0, %violation, "undecodable input");
@@ -335,30 +336,40 @@ impl Connection {
                 if batch.is_empty() && failed.is_none() {
                     break;
                 }
-                let stop = failed.is_some();
-                let backed_up = self.shared.call(|b, now| {
-                    b.take_backpressure();
-                    for packet in batch {
-                        b.handle_packet(now, self.id, packet);
+                while !batch.is_empty() || failed.is_some() {
+                    let (backed_up, violated) = self.shared.call(|b, now| {
+                        b.take_backpressure();
+                        while let Some(packet) = batch.pop_front() {
+                            b.handle_packet(now, self.id, packet);
+                            // What follows would only be dropped as well: keep it for after
+                            // the wait.
+                            if b.dropped_for_backpressure() {
+                                break;
+                            }
+                        }
+                        let violated = batch.is_empty()
+                            && failed.take().is_some_and(|(violation, peeked)| {
+                                b.handle_violation(now, self.id, violation, peeked);
+                                true
+                            });
+                        // A queue these packets fed is backed up: read no more from this client
+                        // until it drains (never for a queue of its own).
+                        let backed_up = b
+                            .take_backpressure()
+                            .filter(|&to| to != self.id)
+                            .and_then(|to| b.outlet(to))
+                            .map(|outlet| outlet.backpressure.clone());
+                        (backed_up, violated)
+                    });
+                    if violated {
+                        return ReadEnd::Violation;
                     }
-                    if let Some((violation, peeked)) = failed {
-                        b.handle_violation(now, self.id, violation, peeked);
-                    }
-                    // A queue these packets fed is backed up: read no more from this client
-                    // until it drains (never for a queue of its own).
-                    b.take_backpressure()
-                        .filter(|&to| to != self.id)
-                        .and_then(|to| b.outlet(to))
-                        .map(|outlet| outlet.backpressure.clone())
-                });
-                if stop {
-                    return ReadEnd::Violation;
-                }
-                if let Some(backed_up) = backed_up {
-                    tokio::select! {
-                        biased;
-                        () = self.ending.raised() => return ReadEnd::Stopped,
-                        () = backed_up.wait() => {}
+                    if let Some(backed_up) = backed_up {
+                        tokio::select! {
+                            biased;
+                            () = self.ending.raised() => return ReadEnd::Stopped,
+                            () = backed_up.wait() => {}
+                        }
                     }
                 }
             }

@@ -2,7 +2,8 @@
 //! `pause_publishers_at`, the broker stops reading the client that feeds it until the queue
 //! drains, so a flood that would overflow the queue limit arrives whole, in order. With pausing
 //! off the same flood is acknowledged at once and overflows the queue. A subscriber that stops
-//! reading altogether holds its publishers up once, not for good.
+//! reading altogether holds its publishers up once, not for good. A full queue pauses its
+//! publishers whatever the threshold.
 
 mod support;
 
@@ -184,4 +185,19 @@ async fn a_subscriber_that_never_reads_holds_its_publisher_up_only_once() {
         "one pause of at most a second, not one per batch: {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_pauses_its_publisher_even_below_the_threshold() {
+    // `pause_publishers_at` above the 200-message queue limit: the queue fills and drops long
+    // before it reaches the threshold, and that pauses the publisher too.
+    let o = flood(5000, true).await;
+    assert!(
+        o.acked_early < 1000,
+        "the broker stopped reading the publisher once the queue was full: {} of {MESSAGES} \
+         acknowledged while the subscriber was not reading",
+        o.acked_early
+    );
+    assert!(o.received.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert_eq!(o.acked, MESSAGES as usize, "every message acknowledged");
 }

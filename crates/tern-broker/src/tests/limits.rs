@@ -353,3 +353,40 @@ fn a_backed_up_queue_is_reported_until_it_drains_to_half() {
     }
     assert_eq!(h.broker.take_backpressure(), None);
 }
+
+/// A connected subscriber's full queue is reported as backed up even below
+/// `pause_publishers_at`, with the drop flagged so that the edge stops handing over the
+/// publisher's batch at once.
+#[test]
+fn a_full_queue_is_reported_with_its_drop() {
+    let mut h = Harness::with(BrokerConfig {
+        max_inflight: 1,
+        max_queued_messages: 2,
+        pause_publishers_at: 100,
+        ..BrokerConfig::default()
+    });
+    let (sub, _) = h.connect(connect(ProtocolVersion::V5, "sub", true));
+    sub.subscribe(&mut h, "t", QoS::AtLeastOnce);
+    let p = h.v5("p");
+    h.broker.take_backpressure();
+    // 1 in flight, 2 queued: full, nothing dropped yet.
+    for id in 1..=3 {
+        p.publish(&mut h, publish("t", "m", QoS::AtLeastOnce, id));
+    }
+    assert!(!h.broker.dropped_for_backpressure());
+    assert_eq!(
+        h.broker.take_backpressure(),
+        None,
+        "2 queued, threshold 100"
+    );
+    p.publish(&mut h, publish("t", "m", QoS::AtLeastOnce, 4));
+    assert!(
+        h.broker.dropped_for_backpressure(),
+        "the fourth was dropped"
+    );
+    assert_eq!(h.broker.take_backpressure(), Some(sub.conn));
+    assert!(
+        !h.broker.dropped_for_backpressure(),
+        "taken with the connection"
+    );
+}
