@@ -404,6 +404,12 @@ impl<O: Outlet> Broker<O> {
         self.conns.get(&id).map(|c| &c.outlet)
     }
 
+    /// Every open connection's outlet, for an edge that must reach them all (to abandon them
+    /// at shutdown, say).
+    pub fn outlets(&self) -> impl Iterator<Item = &O> {
+        self.conns.values().map(|c| &c.outlet)
+    }
+
     /// The earliest pending deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|(t, _)| *t)

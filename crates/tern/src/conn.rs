@@ -5,36 +5,48 @@
 //! This module only moves bytes and events. It never implements a protocol rule: what a packet
 //! means, when to answer and when to close are the core's decisions.
 //!
-//! Close flow: whoever ends the connection first raises its `ending` flag — the core (through
-//! [`ConnOutlet::close`]), the reader (EOF, IO error, violation, connect timeout) or the writer
-//! (IO error). The reader then stops and calls `handle_closed` exactly once; the writer sends what
-//! is queued (up to and including a close request), shuts its half down, and stops. Once the
-//! flag is up the connection has [`CLOSE_GRACE`] to finish, after which the socket is dropped.
+//! Shape: one task per connection runs one loop that does whatever its socket and its mailbox
+//! allow without waiting (read and hand over, encode and write), then waits for any of them with
+//! a single poll (socket readable, socket writable while output is pending, mail, the end of a
+//! pause, the connect timeout). All of the connection's state lives in [`Connection`], not in
+//! wait futures, so an idle connection's task is small (see "Connection memory" in
+//! docs/performance.md).
+//!
+//! Close flow: the connection ends when the core raises the mailbox's ending flag (through
+//! [`ConnOutlet::close`]), or on EOF, an IO error, a violation or the connect timeout. The
+//! loop then stops reading and calls `handle_closed` exactly once; what is queued is sent (up
+//! to and including a close request), the write half is shut down, and after a close request
+//! the peer's FIN is awaited. All of that has [`CLOSE_GRACE`], after which the socket is
+//! dropped.
 //!
 //! Idle memory: an idle connection holds no read or write buffer and an empty mailbox, so what
 //! it costs is its task and its state in the core.
 //!
 //! Backpressure: when the core reports that the packets just handed over fed a backed-up
-//! connection (`Broker::take_backpressure`), the reader stops reading until that connection
-//! drains, at most [`MAX_PAUSE`] (see [`Backpressure`]); the core decides, this module waits.
+//! connection (`Broker::take_backpressure`), the connection stops reading until that connection
+//! drains, at most [`MAX_PAUSE`] (see [`Backpressure`]), while it goes on writing; the core
+//! decides, this module waits.
 
 use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tern_broker::{ConnId, Frame, Outlet};
-use tern_codec::{Packet, ProtocolVersion};
+use tern_codec::{Packet, ProtocolVersion, Violation};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::Sleep;
 
 use crate::mailbox::{self, Taken};
 use crate::shared::SharedBroker;
-use crate::shutdown::{Flag, TaskToken};
+use crate::shutdown::TaskToken;
 
 /// Read buffer size a connection reads into. An idle connection holds no buffer: it is
 /// allocated when the socket is readable and given back once a read finds nothing more.
@@ -52,7 +64,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Time a connection has to finish (flush, linger for the peer's FIN) once it is ending.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// What the core asks a connection's writer to do.
+/// What the core asks a connection to send.
 #[derive(Debug)]
 pub(crate) enum Outbound {
     /// Send this packet.
@@ -61,11 +73,10 @@ pub(crate) enum Outbound {
     Close,
 }
 
-/// The core's handle on one connection: forwards to the connection's writer.
+/// The core's handle on one connection: forwards to the connection's mailbox.
 #[derive(Debug)]
 pub(crate) struct ConnOutlet {
     tx: mailbox::Sender<Outbound>,
-    ending: Flag,
     /// Packets handed to the writer and not yet written.
     backlog: Arc<AtomicUsize>,
     /// Backlog at which the connection counts as congested.
@@ -152,11 +163,20 @@ impl Outlet for ConnOutlet {
 
     fn close(&mut self) {
         self.tx.push(Outbound::Close);
-        self.ending.raise();
+        self.tx.end();
     }
 
     fn set_backpressure(&mut self, on: bool) {
         self.backpressure.set_queued(on);
+    }
+}
+
+impl ConnOutlet {
+    /// End the connection without a close request: it sends what is already queued (within
+    /// [`CLOSE_GRACE`]) and drops the socket. For a server that stops waiting for its
+    /// connections.
+    pub(crate) fn abandon(&self) {
+        self.tx.end();
     }
 }
 
@@ -168,8 +188,6 @@ pub(crate) struct ConnParams {
     pub connect_timeout: Option<Duration>,
     /// Largest packet the decoder accepts.
     pub max_packet_size: u32,
-    /// Raised when the server gives up waiting for connections at shutdown.
-    pub abandon: Flag,
     /// Packets waiting for the socket at which a connection counts as congested (QoS 0
     /// messages to it are then dropped by the core).
     pub max_backlog: usize,
@@ -187,13 +205,11 @@ pub(crate) fn spawn(
         tracing::debug!(%peer, "could not set TCP_NODELAY: {e}");
     }
     let (tx, rx) = mailbox::mailbox();
-    let ending = Flag::new();
     let backlog = Arc::new(AtomicUsize::new(0));
     let backpressure = Arc::new(Backpressure::default());
     let max_backlog = params.max_backlog.max(1);
     let outlet = ConnOutlet {
         tx,
-        ending: ending.clone(),
         backlog: backlog.clone(),
         max_backlog,
         backpressure: backpressure.clone(),
@@ -201,324 +217,447 @@ pub(crate) fn spawn(
     let shared = params.shared.clone();
     let id = shared.call(|broker, now| broker.open(now, outlet));
     tracing::debug!(%peer, conn = id.0, "accepted connection");
-    let conn = Connection {
+    let mut conn = Connection {
         shared,
         id,
+        registered: true,
         peer,
-        ending,
-        version: Arc::new(AtomicU8::new(0)),
+        stream,
+        rx,
         backlog,
         max_backlog,
         backpressure,
-        connect_timeout: params.connect_timeout,
         max_packet_size: params.max_packet_size,
+        known: None,
+        version: ProtocolVersion::V3_1_1,
+        may_read: true,
+        may_write: true,
+        input: BytesMut::new(),
+        batch: VecDeque::new(),
+        failed: None,
+        pause: None,
+        connect_timer: params
+            .connect_timeout
+            .map(|t| Box::pin(tokio::time::sleep(t))),
+        queued: VecDeque::new(),
+        out: BytesMut::new(),
+        unwritten: 0,
+        _permit: permit,
+        _token: token,
     };
-    let abandon = params.abandon.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        let _token = token;
-        conn.run(stream, rx, abandon).await;
-    });
+    tokio::spawn(async move { conn.run().await });
 }
 
-/// One accepted connection, registered with the core.
+/// One accepted connection, registered with the core: its socket, its mailbox, and where its
+/// reading and writing stand.
 struct Connection {
     shared: Arc<SharedBroker>,
     id: ConnId,
+    /// The core has not heard `handle_closed` for this connection yet.
+    registered: bool,
     peer: SocketAddr,
-    /// Raised once the connection is ending, by the core, the reader or the writer.
-    ending: Flag,
-    /// Protocol level for encoding: 0 until known, else a `ProtocolVersion` as `u8`.
-    version: Arc<AtomicU8>,
+    stream: TcpStream,
+    rx: mailbox::Receiver<Outbound>,
     /// Packets handed over by the core and not yet written (shared with the outlet).
     backlog: Arc<AtomicUsize>,
     /// Backlog at which the connection counts as congested.
     max_backlog: usize,
-    /// Shared with the outlet; the writer clears its congestion.
+    /// Shared with the outlet; writing clears its congestion.
     backpressure: Arc<Backpressure>,
-    connect_timeout: Option<Duration>,
     max_packet_size: u32,
+    /// The client's protocol level, once its first packet is read.
+    known: Option<ProtocolVersion>,
+    /// The level packets are encoded with: the known one, v3.1.1 before it is known (what a v3
+    /// client reads; packets sent then are CONNACKs refusing a connection whose level could
+    /// not be read).
+    version: ProtocolVersion,
+    /// Bytes read and not yet decoded. Empty and unallocated while idle.
+    input: BytesMut,
+    /// Packets decoded and not yet handed to the core; kept across a pause.
+    batch: VecDeque<Packet>,
+    /// Input that failed to decode after `batch`, with the level it was read as.
+    failed: Option<Box<(Violation, Option<ProtocolVersion>)>>,
+    /// While set, a connection this one publishes to is backed up: nothing is read until it
+    /// completes.
+    pause: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Until the first packet is read: when to stop waiting for it.
+    connect_timer: Option<Pin<Box<Sleep>>>,
+    /// Taken from the mailbox and not yet encoded.
+    queued: VecDeque<Outbound>,
+    /// Encoded and not yet written. Empty and unallocated while idle.
+    out: BytesMut,
+    /// Packets encoded into `out` and not yet counted off the backlog.
+    unwritten: usize,
+    /// The socket may have input: false once a read found none, until it is readable again.
+    may_read: bool,
+    /// The socket may take output: false once a write was refused, until it is writable again.
+    may_write: bool,
+    /// The connection's place under `max_connections`, held until it ends.
+    _permit: Option<OwnedSemaphorePermit>,
+    /// Keeps the server's shutdown waiting for this connection.
+    _token: TaskToken,
 }
 
-/// Why the reader stopped.
+/// Why the connection's loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadEnd {
+enum End {
     /// The peer closed its side.
     Eof,
     /// Reading failed.
-    Error,
+    ReadError,
+    /// Writing failed.
+    WriteError,
     /// The bytes broke the protocol; the core was told.
     Violation,
     /// No complete packet within the connect timeout.
     ConnectTimeout,
-    /// The connection was ending for another reason.
-    Stopped,
+    /// The core asked to close, or let go of the connection.
+    Closing,
+}
+
+/// What one round of writing did.
+enum Wrote {
+    /// Nothing was taken or written.
+    Nothing,
+    /// Bytes went out or packets were taken.
+    Progress,
+    /// Everything before a close request is out.
+    CloseNext,
+    /// The socket failed.
+    Failed,
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, rx: mailbox::Receiver<Outbound>, abandon: Flag) {
-        let (mut rd, wr) = stream.into_split();
-        let mut registration = Registration {
-            shared: &self.shared,
-            id: self.id,
-            open: true,
-        };
-        let body = async {
-            let reader = async {
-                let end = self.read_loop(&mut rd).await;
-                self.ending.raise();
-                registration.closed();
-                end
-            };
-            let (end, closed) = tokio::join!(reader, self.write_loop(wr, rx));
-            tracing::trace!(peer = %self.peer, conn = self.id.0, ?end, "connection ended");
+    /// Serve the connection until it ends, then close it within [`CLOSE_GRACE`].
+    async fn run(&mut self) {
+        let end = self.serve().await;
+        tracing::trace!(peer = %self.peer, conn = self.id.0, ?end, "connection ending");
+        self.unregister();
+        // Boxed, timer included: the closing steps are taken once, and need not make every
+        // idle task larger.
+        let closing = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
+            let closed = self.finish(end).await;
             // Our last packets are out; wait for the peer's FIN if it may still be sending.
-            if closed && end != ReadEnd::Eof && end != ReadEnd::Error {
-                linger(&mut rd).await;
+            if closed && end != End::Eof && end != End::ReadError {
+                linger(&mut self.stream).await;
             }
-        };
-        let grace = async {
-            self.ending.raised().await;
-            tokio::time::sleep(CLOSE_GRACE).await;
-        };
-        tokio::select! {
-            () = body => {}
-            () = grace => tracing::debug!(peer = %self.peer, conn = self.id.0, "close took too long; dropping the connection"),
-            () = abandon.raised() => {}
+        }));
+        if closing.await.is_err() {
+            tracing::debug!(peer = %self.peer, conn = self.id.0, "close took too long; dropping the connection");
         }
-        // `registration` drops here: the core hears `handle_closed` if the reader did not say it.
     }
 
-    /// Decode packets and hand them to the core until the connection ends.
-    async fn read_loop(&self, rd: &mut OwnedReadHalf) -> ReadEnd {
-        let mut buf = BytesMut::new();
-        let mut known: Option<ProtocolVersion> = None;
-        let connect_deadline = self
-            .connect_timeout
-            .map(|t| tokio::time::Instant::now() + t);
+    /// Read, hand over, encode and write until the connection ends; wait only when none of
+    /// them can go on.
+    async fn serve(&mut self) -> End {
         loop {
-            // Hand over every complete packet already buffered, a batch per lock: the core is
-            // taken once for up to MAX_BATCH packets instead of once per packet.
-            while !buf.is_empty() {
-                if self.ending.is_raised() {
-                    return ReadEnd::Stopped;
-                }
-                let mut batch = VecDeque::new();
-                let mut failed = None;
-                while batch.len() < MAX_BATCH && !buf.is_empty() {
-                    // Until the first packet, the version is what the CONNECT being read says.
-                    let peeked = known.or_else(|| tern_codec::peek_connect_version(&buf));
-                    let decode_as = peeked.unwrap_or(ProtocolVersion::V3_1_1);
-                    match tern_codec::decode(&mut buf, decode_as, self.max_packet_size) {
-                        Ok(None) => break,
-                        Ok(Some(packet)) => {
-                            if known.is_none() {
-                                let version = match &packet {
-                                    Packet::Connect(connect) => connect.protocol,
-                                    _ => decode_as,
-                                };
-                                known = Some(version);
-                                // The writer must encode the CONNACK with this level.
-                                self.version.store(version as u8, Ordering::Release);
-                            }
-                            batch.push_back(packet);
-                        }
-                        Err(violation) => {
-                            tracing::trace!(peer = %self.peer, conn = self.id.0, %violation, "undecodable input");
-                            if let Some(version) = peeked {
-                                self.version.store(version as u8, Ordering::Release);
-                            }
-                            failed = Some((violation, peeked));
-                            break;
-                        }
-                    }
-                }
-                if batch.is_empty() && failed.is_none() {
-                    break;
-                }
-                while !batch.is_empty() || failed.is_some() {
-                    let (backed_up, violated) = self.shared.call(|b, now| {
-                        b.take_backpressure();
-                        while let Some(packet) = batch.pop_front() {
-                            b.handle_packet(now, self.id, packet);
-                            // What follows would only be dropped as well: keep it for after
-                            // the wait.
-                            if b.dropped_for_backpressure() {
-                                break;
-                            }
-                        }
-                        let violated = batch.is_empty()
-                            && failed.take().is_some_and(|(violation, peeked)| {
-                                b.handle_violation(now, self.id, violation, peeked);
-                                true
-                            });
-                        // A queue these packets fed is backed up: read no more from this client
-                        // until it drains (never for a queue of its own).
-                        let backed_up = b
-                            .take_backpressure()
-                            .filter(|&to| to != self.id)
-                            .and_then(|to| b.outlet(to))
-                            .map(|outlet| outlet.backpressure.clone());
-                        (backed_up, violated)
-                    });
-                    if violated {
-                        return ReadEnd::Violation;
-                    }
-                    if let Some(backed_up) = backed_up {
-                        tokio::select! {
-                            biased;
-                            () = self.ending.raised() => return ReadEnd::Stopped,
-                            () = backed_up.wait() => {}
-                        }
-                    }
+            if self.rx.is_ending() {
+                return End::Closing;
+            }
+            let mut busy = false;
+            if self.pause.is_none()
+                && let Some(end) = self.hand_over()
+            {
+                return end;
+            }
+            if self.pause.is_none() && self.may_read {
+                match self.read() {
+                    Ok(true) => busy = true,
+                    Ok(false) => {}
+                    Err(end) => return end,
                 }
             }
-            // Read what the socket has without waiting; only an idle connection waits, and it
-            // gives its buffer back first unless it holds part of a packet.
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
+            match self.write() {
+                Wrote::Nothing => {}
+                Wrote::Progress => busy = true,
+                Wrote::CloseNext => return End::Closing,
+                Wrote::Failed => return End::WriteError,
             }
-            match rd.try_read_buf(&mut buf) {
-                Ok(0) => return ReadEnd::Eof,
-                Ok(_) => {
-                    // `try_read_buf` does not count against the task's budget: without this a
-                    // connection that always has input would never let its worker run others.
-                    tokio::task::consume_budget().await;
-                    continue;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    tracing::debug!(peer = %self.peer, conn = self.id.0, "read failed: {e}");
-                    return ReadEnd::Error;
-                }
+            if busy {
+                // Non-blocking reads and writes do not count against the task's budget:
+                // without this a connection that always has work would never let its worker
+                // run others.
+                tokio::task::consume_budget().await;
+                continue;
             }
-            if buf.is_empty() {
-                buf = BytesMut::new();
+            // Idle: give the buffers and queues back unless they hold something.
+            if self.input.is_empty() {
+                self.input = BytesMut::new();
             }
-            let deadline = if known.is_none() {
-                connect_deadline
-            } else {
-                None
-            };
-            let readable = async {
-                match deadline {
-                    Some(at) => tokio::time::timeout_at(at, rd.readable()).await.ok(),
-                    None => Some(rd.readable().await),
-                }
-            };
-            let result = tokio::select! {
-                biased;
-                () = self.ending.raised() => return ReadEnd::Stopped,
-                result = readable => result,
-            };
-            match result {
-                None => {
-                    tracing::debug!(peer = %self.peer, conn = self.id.0, "no CONNECT within the connect timeout");
-                    return ReadEnd::ConnectTimeout;
-                }
-                Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(peer = %self.peer, conn = self.id.0, "read failed: {e}");
-                    return ReadEnd::Error;
-                }
+            if self.batch.is_empty() {
+                self.batch = VecDeque::new();
+            }
+            if self.queued.is_empty() {
+                self.queued = VecDeque::new();
+            }
+            if self.out.is_empty() {
+                self.out = BytesMut::new();
+            }
+            if poll_fn(|cx| self.poll_wait(cx)).await {
+                tracing::debug!(peer = %self.peer, conn = self.id.0, "no CONNECT within the connect timeout");
+                return End::ConnectTimeout;
             }
         }
     }
 
-    /// Encode and write what the core queued, a whole queue per round, until a close request,
-    /// a write error, or the connection ending with the queue drained. Returns true if it ended
-    /// by closing the write half at the core's request.
-    async fn write_loop(
-        &self,
-        mut wr: OwnedWriteHalf,
-        mut rx: mailbox::Receiver<Outbound>,
-    ) -> bool {
-        // Like the read buffer, the write buffer exists only while there is something to write.
-        let mut out = BytesMut::new();
-        let mut ready = None;
+    /// Ready when something may go on: mail or the end, the pause over, the socket readable
+    /// (unless paused) or writable (if output waits). True if the connect timeout ran out.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if let Some(timer) = &mut self.connect_timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(true);
+        }
+        let mut ready = self.rx.poll_ready(cx).is_ready();
+        if let Some(pause) = &mut self.pause
+            && pause.as_mut().poll(cx).is_ready()
+        {
+            self.pause = None;
+            ready = true;
+        }
+        // An error counts as ready: the read or write that follows reports it.
+        if self.pause.is_none() && self.stream.poll_read_ready(cx).is_ready() {
+            self.may_read = true;
+            ready = true;
+        }
+        if !self.out.is_empty() && self.stream.poll_write_ready(cx).is_ready() {
+            self.may_write = true;
+            ready = true;
+        }
+        if ready {
+            Poll::Ready(false)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Decode the buffered input and hand it to the core, a batch per lock: the core is taken
+    /// once for up to [`MAX_BATCH`] packets instead of once per packet. Stops when the input
+    /// holds no complete packet, or at a pause. `Some` when the connection must end.
+    fn hand_over(&mut self) -> Option<End> {
         loop {
-            let (taken, done) = match ready.take() {
-                Some(taken) => (taken, false),
-                None => {
-                    out = BytesMut::new();
-                    tokio::select! {
-                        biased;
-                        taken = rx.take() => (taken, false),
-                        () = self.ending.raised() => (rx.try_take().unwrap_or(Taken::Closed), true),
-                    }
+            if self.batch.is_empty() && self.failed.is_none() {
+                self.decode_batch();
+                if self.batch.is_empty() && self.failed.is_none() {
+                    return None;
                 }
-            };
-            let items = match taken {
-                Taken::Items(items) => items,
-                Taken::Closed => return false,
-            };
-            let version = self.version();
-            let mut close = false;
-            let mut unwritten = 0;
-            for item in items {
-                match item {
-                    Outbound::Frame(frame) => {
-                        frame.encode(version, &mut out);
-                        unwritten += 1;
-                    }
-                    Outbound::Close => {
-                        close = true;
+            }
+            if self.rx.is_ending() {
+                return Some(End::Closing);
+            }
+            let id = self.id;
+            let batch = &mut self.batch;
+            let failed = &mut self.failed;
+            let (backed_up, violated) = self.shared.call(|b, now| {
+                b.take_backpressure();
+                while let Some(packet) = batch.pop_front() {
+                    b.handle_packet(now, id, packet);
+                    // What follows would only be dropped as well: keep it for after the wait.
+                    if b.dropped_for_backpressure() {
                         break;
                     }
                 }
-                if out.len() >= WRITE_BATCH && !self.flush(&mut wr, &mut out, &mut unwritten).await
-                {
-                    return false;
-                }
+                let violated = batch.is_empty()
+                    && failed.take().is_some_and(|failed| {
+                        let (violation, peeked) = *failed;
+                        b.handle_violation(now, id, violation, peeked);
+                        true
+                    });
+                // A queue these packets fed is backed up: read no more from this client until
+                // it drains (never for a queue of its own).
+                let backed_up = b
+                    .take_backpressure()
+                    .filter(|&to| to != id)
+                    .and_then(|to| b.outlet(to))
+                    .map(|outlet| outlet.backpressure.clone());
+                (backed_up, violated)
+            });
+            if violated {
+                return Some(End::Violation);
             }
-            if !self.flush(&mut wr, &mut out, &mut unwritten).await {
-                return false;
+            if let Some(backed_up) = backed_up {
+                self.pause = Some(Box::pin(async move { backed_up.wait().await }));
+                return None;
             }
-            if close {
-                let _ = wr.shutdown().await;
-                self.ending.raise();
-                return true;
-            }
-            if done {
-                return false;
-            }
-            // More may have arrived while writing: go on with it before waiting (and before
-            // giving the buffer back).
-            ready = rx.try_take();
         }
     }
 
-    /// Write `out` and count its `unwritten` packets off the backlog; false if the write failed.
-    async fn flush(
-        &self,
-        wr: &mut OwnedWriteHalf,
-        out: &mut BytesMut,
-        unwritten: &mut usize,
-    ) -> bool {
-        if out.is_empty() {
-            return true;
+    /// Decode up to [`MAX_BATCH`] packets from the input into `batch`, or up to the first
+    /// undecodable bytes (into `failed`).
+    fn decode_batch(&mut self) {
+        while self.batch.len() < MAX_BATCH && !self.input.is_empty() {
+            // Until the first packet, the version is what the CONNECT being read says.
+            let peeked = self
+                .known
+                .or_else(|| tern_codec::peek_connect_version(&self.input));
+            let decode_as = peeked.unwrap_or(ProtocolVersion::V3_1_1);
+            match tern_codec::decode(&mut self.input, decode_as, self.max_packet_size) {
+                Ok(None) => break,
+                Ok(Some(packet)) => {
+                    if self.known.is_none() {
+                        let version = match &packet {
+                            Packet::Connect(connect) => connect.protocol,
+                            _ => decode_as,
+                        };
+                        self.known = Some(version);
+                        // The CONNACK must be encoded with this level.
+                        self.version = version;
+                        self.connect_timer = None;
+                    }
+                    self.batch.push_back(packet);
+                }
+                Err(violation) => {
+                    tracing::trace!(peer = %self.peer, conn = self.id.0, %violation, "undecodable input");
+                    if let Some(version) = peeked {
+                        self.version = version;
+                    }
+                    self.failed = Some(Box::new((violation, peeked)));
+                    break;
+                }
+            }
         }
-        if let Err(e) = wr.write_all(out).await {
-            tracing::debug!(peer = %self.peer, conn = self.id.0, "write failed: {e}");
-            self.ending.raise();
-            return false;
+    }
+
+    /// Read what the socket has without waiting: true if bytes arrived, false if none were
+    /// there; `Err` at EOF or on an error.
+    fn read(&mut self) -> Result<bool, End> {
+        if self.input.capacity() - self.input.len() < READ_CHUNK / 4 {
+            self.input.reserve(READ_CHUNK);
         }
-        out.clear();
-        let written = std::mem::take(unwritten);
+        match self.stream.try_read_buf(&mut self.input) {
+            Ok(0) => Err(End::Eof),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.may_read = false;
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, conn = self.id.0, "read failed: {e}");
+                Err(End::ReadError)
+            }
+        }
+    }
+
+    /// Take the mail, encode up to [`WRITE_BATCH`] bytes of it and write what the socket takes
+    /// without waiting.
+    fn write(&mut self) -> Wrote {
+        let mut wrote = Wrote::Nothing;
+        match self.rx.try_take() {
+            Some(Taken::Items(items)) => {
+                wrote = Wrote::Progress;
+                if self.queued.is_empty() {
+                    self.queued = items;
+                } else {
+                    self.queued.extend(items);
+                }
+            }
+            // The core let go of the connection: there is nothing more to send.
+            Some(Taken::Closed) => return Wrote::CloseNext,
+            None => {}
+        }
+        self.encode_queued();
+        if self.out.is_empty() {
+            return match self.queued.front() {
+                Some(Outbound::Close) => Wrote::CloseNext,
+                _ => wrote,
+            };
+        }
+        if !self.may_write {
+            return wrote;
+        }
+        match self.stream.try_write(&self.out) {
+            Ok(n) => {
+                self.out.advance(n);
+                if self.out.is_empty() {
+                    self.written();
+                }
+                Wrote::Progress
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.may_write = false;
+                wrote
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, conn = self.id.0, "write failed: {e}");
+                Wrote::Failed
+            }
+        }
+    }
+
+    /// Encode queued frames into `out` until it holds [`WRITE_BATCH`] bytes, the queue is
+    /// empty, or a close request is next (it stays queued).
+    fn encode_queued(&mut self) {
+        while self.out.len() < WRITE_BATCH {
+            match self.queued.front() {
+                Some(Outbound::Frame(_)) => {
+                    if let Some(Outbound::Frame(frame)) = self.queued.pop_front() {
+                        frame.encode(self.version, &mut self.out);
+                        self.unwritten += 1;
+                    }
+                }
+                Some(Outbound::Close) | None => break,
+            }
+        }
+    }
+
+    /// `out` was written in full: count its packets off the backlog.
+    fn written(&mut self) {
+        self.out.clear();
+        let written = std::mem::take(&mut self.unwritten);
         let before = self.backlog.fetch_sub(written, Ordering::Relaxed);
         if before.saturating_sub(written) <= self.max_backlog / 2 {
             self.backpressure.set_congested(false);
         }
-        true
     }
 
-    fn version(&self) -> ProtocolVersion {
-        match self.version.load(Ordering::Acquire) {
-            5 => ProtocolVersion::V5,
-            3 => ProtocolVersion::V3_1,
-            // Before the level is known, v3.1.1 encoding is what a v3 client reads, and packets
-            // sent then are CONNACKs refusing a connection whose level could not be read.
-            _ => ProtocolVersion::V3_1_1,
+    /// Once the connection ends: send what is queued, and what the mailbox holds then, up to
+    /// and including a close request. True if it ended by shutting the write half down at
+    /// the core's request.
+    async fn finish(&mut self, end: End) -> bool {
+        if end == End::WriteError {
+            return false;
+        }
+        let mut took = false;
+        loop {
+            self.encode_queued();
+            if !self.out.is_empty() {
+                if let Err(e) = self.stream.write_all(&self.out).await {
+                    tracing::debug!(peer = %self.peer, conn = self.id.0, "write failed: {e}");
+                    return false;
+                }
+                self.written();
+            }
+            match self.queued.front() {
+                Some(Outbound::Close) => {
+                    let _ = self.stream.shutdown().await;
+                    return true;
+                }
+                Some(Outbound::Frame(_)) => continue,
+                None if took => return false,
+                None => {}
+            }
+            took = true;
+            match self.rx.try_take() {
+                Some(Taken::Items(items)) => self.queued = items,
+                Some(Taken::Closed) | None => return false,
+            }
+        }
+    }
+
+    /// Tell the core the connection is gone, once.
+    fn unregister(&mut self) {
+        if std::mem::take(&mut self.registered) {
+            self.shared.call(|b, now| b.handle_closed(now, self.id));
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The task was cut short (its runtime shut down): the core must still hear of it.
+        // Calling into the core while unwinding could panic again and abort the process.
+        if !std::thread::panicking() {
+            self.unregister();
         }
     }
 }
@@ -526,37 +665,11 @@ impl Connection {
 /// Read and discard until the peer closes, so dropping the socket with unread input does not
 /// reset the connection before the peer has read our last packets. Bounded by [`CLOSE_GRACE`]
 /// through the caller.
-async fn linger(rd: &mut OwnedReadHalf) {
-    // On the heap: a buffer here would be part of every connection's task, idle or not.
+async fn linger(stream: &mut TcpStream) {
     let mut scratch = vec![0u8; 1024];
-    while let Ok(n) = rd.read(&mut scratch).await {
+    while let Ok(n) = stream.read(&mut scratch).await {
         if n == 0 {
             break;
-        }
-    }
-}
-
-/// The connection's registration with the core: ensures `handle_closed` is called exactly once,
-/// even when the connection task is cut short.
-struct Registration<'a> {
-    shared: &'a SharedBroker,
-    id: ConnId,
-    open: bool,
-}
-
-impl Registration<'_> {
-    fn closed(&mut self) {
-        if std::mem::take(&mut self.open) {
-            self.shared.call(|b, now| b.handle_closed(now, self.id));
-        }
-    }
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        // Calling into the core while unwinding could panic again and abort the process.
-        if !std::thread::panicking() {
-            self.closed();
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::Config;
 use crate::config::Durability;
-use crate::conn::ConnParams;
+use crate::conn::{CLOSE_GRACE, ConnOutlet, ConnParams};
 use crate::listener;
 use crate::persistence::{self, StoreMsg, StoreStats, StoreTx, Written};
 use crate::shared::SharedBroker;
@@ -35,7 +35,6 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     shared: Arc<SharedBroker>,
     stop_accepting: Flag,
-    abandon: Flag,
     accept_tasks: Vec<JoinHandle<()>>,
     timer_task: JoinHandle<()>,
     sys_task: Option<JoinHandle<()>>,
@@ -157,7 +156,6 @@ impl Server {
         };
         // Restoring may have recorded operations (sessions cut by the crash): hand them over.
         shared.call(|_, _| ());
-        let abandon = Flag::new();
         let stop_accepting = Flag::new();
         let tracker = Tracker::new();
         let params = Arc::new(ConnParams {
@@ -167,7 +165,6 @@ impl Server {
                 secs => Some(Duration::from_secs(secs)),
             },
             max_packet_size: config.broker.max_packet_size,
-            abandon: abandon.clone(),
             max_backlog: config.broker.max_queued_messages,
         });
         let limit = match config.server.max_connections {
@@ -202,12 +199,17 @@ impl Server {
             store_tx: store_thread.as_ref().map(|_| store_tx),
             store_thread,
             stop_accepting,
-            abandon,
             accept_tasks,
             timer_task,
             sys_task,
             tracker,
         })
+    }
+
+    /// End every connection still open, without waiting for the core's close.
+    fn abandon(&self) {
+        self.shared
+            .call(|broker, _| broker.outlets().for_each(ConnOutlet::abandon));
     }
 
     /// Actual bound addresses, in listener order.
@@ -233,8 +235,11 @@ impl Server {
         self.shared.call(|broker, now| broker.shutdown(now));
         if !self.tracker.wait(SHUTDOWN_WAIT).await {
             tracing::warn!("connections still open after {SHUTDOWN_WAIT:?}; dropping them");
-            self.abandon.raise();
-            let _ = self.tracker.wait(Duration::from_secs(1)).await;
+            self.abandon();
+            let _ = self
+                .tracker
+                .wait(CLOSE_GRACE + Duration::from_secs(1))
+                .await;
         }
         self.timer_task.abort();
         let _ = (&mut self.timer_task).await;
@@ -255,7 +260,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         // Dropped without `shutdown`: stop the tasks rather than leave a broker running unseen.
         self.stop_accepting.raise();
-        self.abandon.raise();
+        self.abandon();
         self.timer_task.abort();
         if let Some(task) = &self.sys_task {
             task.abort();
