@@ -89,7 +89,7 @@ pub(crate) struct Conn<O> {
     /// Whether reason strings and user properties may be sent on acks (Request Problem Information).
     pub problem_info: bool,
     /// Inbound topic aliases: alias → topic.
-    pub aliases_in: HashMap<u16, String>,
+    pub aliases_in: FxHashMap<u16, String>,
     /// Outbound topic aliases: topic → alias.
     pub aliases_out: HashMap<String, u16>,
     /// Packets waiting for a store batch to be durable, in sending order (see `durable.rs`).
@@ -224,7 +224,7 @@ impl<O: Outlet> Broker<O> {
                 client_max_packet: u32::MAX,
                 client_alias_max: 0,
                 problem_info: true,
-                aliases_in: HashMap::new(),
+                aliases_in: FxHashMap::default(),
                 aliases_out: HashMap::new(),
                 held: VecDeque::new(),
                 backpressure: false,

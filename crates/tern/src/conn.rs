@@ -77,22 +77,23 @@ pub(crate) enum Outbound {
 #[derive(Debug)]
 pub(crate) struct ConnOutlet {
     tx: mailbox::Sender<Outbound>,
-    /// Packets handed to the writer and not yet written.
-    backlog: Arc<AtomicUsize>,
-    /// Backlog at which the connection counts as congested.
-    max_backlog: usize,
-    /// Whether this connection's session queue is backed up, for the clients publishing to it.
+    /// The connection's backlog, and whether it is backed up, for the clients publishing to it.
     backpressure: Arc<Backpressure>,
 }
 
-/// Whether a connection is backed up, for the readers of the clients that publish to it: they
-/// wait on it until it drains (or for [`MAX_PAUSE`]).
-#[derive(Debug, Default)]
+/// How far behind a connection is: its socket backlog, and whether it is backed up, for the
+/// readers of the clients that publish to it: they wait on it until it drains (or for
+/// [`MAX_PAUSE`]).
+#[derive(Debug)]
 pub(crate) struct Backpressure {
+    /// Packets handed to the connection and not yet written.
+    backlog: AtomicUsize,
+    /// Backlog at which the connection counts as congested.
+    max_backlog: usize,
     /// The session queue reached `pause_publishers_at` (set and cleared by the core).
     queued: AtomicBool,
     /// The socket backlog reached its limit and QoS 0 messages were dropped (set when the core
-    /// finds the outlet congested, cleared by the writer at half the limit).
+    /// finds the outlet congested, cleared by the connection's writing at half the limit).
     congested: AtomicBool,
     /// A publisher waited [`MAX_PAUSE`] without this connection draining: nobody waits for it
     /// again until it does.
@@ -101,6 +102,26 @@ pub(crate) struct Backpressure {
 }
 
 impl Backpressure {
+    fn new(max_backlog: usize) -> Self {
+        Backpressure {
+            backlog: AtomicUsize::new(0),
+            max_backlog: max_backlog.max(1),
+            queued: AtomicBool::new(false),
+            congested: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
+            drained: Notify::new(),
+        }
+    }
+
+    /// `n` packets were written: count them off the backlog, and clear the congestion once
+    /// it is down to half the limit.
+    fn written(&self, n: usize) {
+        let before = self.backlog.fetch_sub(n, Ordering::Relaxed);
+        if before.saturating_sub(n) <= self.max_backlog / 2 {
+            self.set_congested(false);
+        }
+    }
+
     fn set_queued(&self, on: bool) {
         self.set(&self.queued, on);
     }
@@ -148,12 +169,13 @@ impl Outlet for ConnOutlet {
     fn send(&mut self, frame: Frame) {
         // A send error means the writer is gone: the connection is closing and the packet moot.
         if self.tx.push(Outbound::Frame(frame)) {
-            self.backlog.fetch_add(1, Ordering::Relaxed);
+            self.backpressure.backlog.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn is_congested(&self) -> bool {
-        let congested = self.backlog.load(Ordering::Relaxed) >= self.max_backlog;
+        let bp = &self.backpressure;
+        let congested = bp.backlog.load(Ordering::Relaxed) >= bp.max_backlog;
         if congested {
             // The core drops QoS 0 messages for it now, and pauses the clients sending them.
             self.backpressure.set_congested(true);
@@ -205,13 +227,9 @@ pub(crate) fn spawn(
         tracing::debug!(%peer, "could not set TCP_NODELAY: {e}");
     }
     let (tx, rx) = mailbox::mailbox();
-    let backlog = Arc::new(AtomicUsize::new(0));
-    let backpressure = Arc::new(Backpressure::default());
-    let max_backlog = params.max_backlog.max(1);
+    let backpressure = Arc::new(Backpressure::new(params.max_backlog));
     let outlet = ConnOutlet {
         tx,
-        backlog: backlog.clone(),
-        max_backlog,
         backpressure: backpressure.clone(),
     };
     let shared = params.shared.clone();
@@ -221,27 +239,21 @@ pub(crate) fn spawn(
         shared,
         id,
         registered: true,
-        peer,
         stream,
         rx,
-        backlog,
-        max_backlog,
         backpressure,
         max_packet_size: params.max_packet_size,
         known: None,
         version: ProtocolVersion::V3_1_1,
         may_read: true,
         may_write: true,
-        input: BytesMut::new(),
+        bufs: None,
         batch: VecDeque::new(),
         failed: None,
         pause: None,
         connect_timer: params
             .connect_timeout
             .map(|t| Box::pin(tokio::time::sleep(t))),
-        queued: VecDeque::new(),
-        out: BytesMut::new(),
-        unwritten: 0,
         _permit: permit,
         _token: token,
     };
@@ -255,14 +267,11 @@ struct Connection {
     id: ConnId,
     /// The core has not heard `handle_closed` for this connection yet.
     registered: bool,
-    peer: SocketAddr,
+    /// The socket (its peer address is asked for only when a line is logged).
     stream: TcpStream,
     rx: mailbox::Receiver<Outbound>,
-    /// Packets handed over by the core and not yet written (shared with the outlet).
-    backlog: Arc<AtomicUsize>,
-    /// Backlog at which the connection counts as congested.
-    max_backlog: usize,
-    /// Shared with the outlet; writing clears its congestion.
+    /// Shared with the outlet: the backlog, which writing counts down, and the congestion it
+    /// clears.
     backpressure: Arc<Backpressure>,
     max_packet_size: u32,
     /// The client's protocol level, once its first packet is read.
@@ -271,8 +280,8 @@ struct Connection {
     /// client reads; packets sent then are CONNACKs refusing a connection whose level could
     /// not be read).
     version: ProtocolVersion,
-    /// Bytes read and not yet decoded. Empty and unallocated while idle.
-    input: BytesMut,
+    /// The buffers of a busy connection; `None` while idle (see [`Buffers`]).
+    bufs: Option<Box<Buffers>>,
     /// Packets decoded and not yet handed to the core; kept across a pause.
     batch: VecDeque<Packet>,
     /// Input that failed to decode after `batch`, with the level it was read as.
@@ -282,12 +291,6 @@ struct Connection {
     pause: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// Until the first packet is read: when to stop waiting for it.
     connect_timer: Option<Pin<Box<Sleep>>>,
-    /// Taken from the mailbox and not yet encoded.
-    queued: VecDeque<Outbound>,
-    /// Encoded and not yet written. Empty and unallocated while idle.
-    out: BytesMut,
-    /// Packets encoded into `out` and not yet counted off the backlog.
-    unwritten: usize,
     /// The socket may have input: false once a read found none, until it is readable again.
     may_read: bool,
     /// The socket may take output: false once a write was refused, until it is writable again.
@@ -296,6 +299,54 @@ struct Connection {
     _permit: Option<OwnedSemaphorePermit>,
     /// Keeps the server's shutdown waiting for this connection.
     _token: TaskToken,
+}
+
+/// What a connection holds only while it has bytes or packets in hand. Boxed apart from
+/// [`Connection`] and dropped when the connection goes idle with all of it empty, so the 100
+/// bytes of it are not part of every idle task.
+#[derive(Default)]
+struct Buffers {
+    /// Bytes read and not yet decoded.
+    input: BytesMut,
+    /// Taken from the mailbox and not yet encoded.
+    queued: VecDeque<Outbound>,
+    /// Encoded and not yet written.
+    out: BytesMut,
+    /// Packets encoded into `out` and not yet counted off the backlog.
+    unwritten: usize,
+}
+
+impl Buffers {
+    /// Encode queued frames into `out` until it holds [`WRITE_BATCH`] bytes, the queue is
+    /// empty, or a close request is next (it stays queued).
+    fn encode_queued(&mut self, version: ProtocolVersion) {
+        while self.out.len() < WRITE_BATCH {
+            match self.queued.front() {
+                Some(Outbound::Frame(_)) => {
+                    if let Some(Outbound::Frame(frame)) = self.queued.pop_front() {
+                        frame.encode(version, &mut self.out);
+                        self.unwritten += 1;
+                    }
+                }
+                Some(Outbound::Close) | None => break,
+            }
+        }
+    }
+
+    /// `out` was written in full: count its packets off the backlog.
+    fn written(&mut self, backpressure: &Backpressure) {
+        self.out.clear();
+        backpressure.written(std::mem::take(&mut self.unwritten));
+    }
+
+    /// Queue what was taken from the mailbox after what is already queued.
+    fn queue(&mut self, items: VecDeque<Outbound>) {
+        if self.queued.is_empty() {
+            self.queued = items;
+        } else {
+            self.queued.extend(items);
+        }
+    }
 }
 
 /// Why the connection's loop stopped.
@@ -331,7 +382,7 @@ impl Connection {
     /// Serve the connection until it ends, then close it within [`CLOSE_GRACE`].
     async fn run(&mut self) {
         let end = self.serve().await;
-        tracing::trace!(peer = %self.peer, conn = self.id.0, ?end, "connection ending");
+        tracing::trace!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, ?end, "connection ending");
         self.unregister();
         // Boxed, timer included: the closing steps are taken once, and need not make every
         // idle task larger.
@@ -343,7 +394,7 @@ impl Connection {
             }
         }));
         if closing.await.is_err() {
-            tracing::debug!(peer = %self.peer, conn = self.id.0, "close took too long; dropping the connection");
+            tracing::debug!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, "close took too long; dropping the connection");
         }
     }
 
@@ -381,20 +432,26 @@ impl Connection {
                 continue;
             }
             // Idle: give the buffers and queues back unless they hold something.
-            if self.input.is_empty() {
-                self.input = BytesMut::new();
-            }
             if self.batch.is_empty() {
                 self.batch = VecDeque::new();
             }
-            if self.queued.is_empty() {
-                self.queued = VecDeque::new();
-            }
-            if self.out.is_empty() {
-                self.out = BytesMut::new();
+            if let Some(bufs) = &mut self.bufs {
+                if bufs.input.is_empty() && bufs.queued.is_empty() && bufs.out.is_empty() {
+                    self.bufs = None;
+                } else {
+                    if bufs.input.is_empty() {
+                        bufs.input = BytesMut::new();
+                    }
+                    if bufs.queued.is_empty() {
+                        bufs.queued = VecDeque::new();
+                    }
+                    if bufs.out.is_empty() {
+                        bufs.out = BytesMut::new();
+                    }
+                }
             }
             if poll_fn(|cx| self.poll_wait(cx)).await {
-                tracing::debug!(peer = %self.peer, conn = self.id.0, "no CONNECT within the connect timeout");
+                tracing::debug!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, "no CONNECT within the connect timeout");
                 return End::ConnectTimeout;
             }
         }
@@ -420,7 +477,8 @@ impl Connection {
             self.may_read = true;
             ready = true;
         }
-        if !self.out.is_empty() && self.stream.poll_write_ready(cx).is_ready() {
+        let output_waits = self.bufs.as_ref().is_some_and(|b| !b.out.is_empty());
+        if output_waits && self.stream.poll_write_ready(cx).is_ready() {
             self.may_write = true;
             ready = true;
         }
@@ -485,13 +543,17 @@ impl Connection {
     /// Decode up to [`MAX_BATCH`] packets from the input into `batch`, or up to the first
     /// undecodable bytes (into `failed`).
     fn decode_batch(&mut self) {
-        while self.batch.len() < MAX_BATCH && !self.input.is_empty() {
+        let Some(bufs) = &mut self.bufs else {
+            return;
+        };
+        let input = &mut bufs.input;
+        while self.batch.len() < MAX_BATCH && !input.is_empty() {
             // Until the first packet, the version is what the CONNECT being read says.
             let peeked = self
                 .known
-                .or_else(|| tern_codec::peek_connect_version(&self.input));
+                .or_else(|| tern_codec::peek_connect_version(input));
             let decode_as = peeked.unwrap_or(ProtocolVersion::V3_1_1);
-            match tern_codec::decode(&mut self.input, decode_as, self.max_packet_size) {
+            match tern_codec::decode(input, decode_as, self.max_packet_size) {
                 Ok(None) => break,
                 Ok(Some(packet)) => {
                     if self.known.is_none() {
@@ -507,7 +569,7 @@ impl Connection {
                     self.batch.push_back(packet);
                 }
                 Err(violation) => {
-                    tracing::trace!(peer = %self.peer, conn = self.id.0, %violation, "undecodable input");
+                    tracing::trace!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, %violation, "undecodable input");
                     if let Some(version) = peeked {
                         self.version = version;
                     }
@@ -521,10 +583,11 @@ impl Connection {
     /// Read what the socket has without waiting: true if bytes arrived, false if none were
     /// there; `Err` at EOF or on an error.
     fn read(&mut self) -> Result<bool, End> {
-        if self.input.capacity() - self.input.len() < READ_CHUNK / 4 {
-            self.input.reserve(READ_CHUNK);
+        let input = &mut self.bufs.get_or_insert_with(Box::default).input;
+        if input.capacity() - input.len() < READ_CHUNK / 4 {
+            input.reserve(READ_CHUNK);
         }
-        match self.stream.try_read_buf(&mut self.input) {
+        match self.stream.try_read_buf(input) {
             Ok(0) => Err(End::Eof),
             Ok(_) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -532,7 +595,7 @@ impl Connection {
                 Ok(false)
             }
             Err(e) => {
-                tracing::debug!(peer = %self.peer, conn = self.id.0, "read failed: {e}");
+                tracing::debug!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, "read failed: {e}");
                 Err(End::ReadError)
             }
         }
@@ -545,19 +608,18 @@ impl Connection {
         match self.rx.try_take() {
             Some(Taken::Items(items)) => {
                 wrote = Wrote::Progress;
-                if self.queued.is_empty() {
-                    self.queued = items;
-                } else {
-                    self.queued.extend(items);
-                }
+                self.bufs.get_or_insert_with(Box::default).queue(items);
             }
             // The core let go of the connection: there is nothing more to send.
             Some(Taken::Closed) => return Wrote::CloseNext,
             None => {}
         }
-        self.encode_queued();
-        if self.out.is_empty() {
-            return match self.queued.front() {
+        let Some(bufs) = &mut self.bufs else {
+            return wrote;
+        };
+        bufs.encode_queued(self.version);
+        if bufs.out.is_empty() {
+            return match bufs.queued.front() {
                 Some(Outbound::Close) => Wrote::CloseNext,
                 _ => wrote,
             };
@@ -565,11 +627,11 @@ impl Connection {
         if !self.may_write {
             return wrote;
         }
-        match self.stream.try_write(&self.out) {
+        match self.stream.try_write(&bufs.out) {
             Ok(n) => {
-                self.out.advance(n);
-                if self.out.is_empty() {
-                    self.written();
+                bufs.out.advance(n);
+                if bufs.out.is_empty() {
+                    bufs.written(&self.backpressure);
                 }
                 Wrote::Progress
             }
@@ -578,35 +640,9 @@ impl Connection {
                 wrote
             }
             Err(e) => {
-                tracing::debug!(peer = %self.peer, conn = self.id.0, "write failed: {e}");
+                tracing::debug!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, "write failed: {e}");
                 Wrote::Failed
             }
-        }
-    }
-
-    /// Encode queued frames into `out` until it holds [`WRITE_BATCH`] bytes, the queue is
-    /// empty, or a close request is next (it stays queued).
-    fn encode_queued(&mut self) {
-        while self.out.len() < WRITE_BATCH {
-            match self.queued.front() {
-                Some(Outbound::Frame(_)) => {
-                    if let Some(Outbound::Frame(frame)) = self.queued.pop_front() {
-                        frame.encode(self.version, &mut self.out);
-                        self.unwritten += 1;
-                    }
-                }
-                Some(Outbound::Close) | None => break,
-            }
-        }
-    }
-
-    /// `out` was written in full: count its packets off the backlog.
-    fn written(&mut self) {
-        self.out.clear();
-        let written = std::mem::take(&mut self.unwritten);
-        let before = self.backlog.fetch_sub(written, Ordering::Relaxed);
-        if before.saturating_sub(written) <= self.max_backlog / 2 {
-            self.backpressure.set_congested(false);
         }
     }
 
@@ -618,16 +654,17 @@ impl Connection {
             return false;
         }
         let mut took = false;
+        let bufs = self.bufs.get_or_insert_with(Box::default);
         loop {
-            self.encode_queued();
-            if !self.out.is_empty() {
-                if let Err(e) = self.stream.write_all(&self.out).await {
-                    tracing::debug!(peer = %self.peer, conn = self.id.0, "write failed: {e}");
+            bufs.encode_queued(self.version);
+            if !bufs.out.is_empty() {
+                if let Err(e) = self.stream.write_all(&bufs.out).await {
+                    tracing::debug!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, "write failed: {e}");
                     return false;
                 }
-                self.written();
+                bufs.written(&self.backpressure);
             }
-            match self.queued.front() {
+            match bufs.queued.front() {
                 Some(Outbound::Close) => {
                     let _ = self.stream.shutdown().await;
                     return true;
@@ -638,7 +675,7 @@ impl Connection {
             }
             took = true;
             match self.rx.try_take() {
-                Some(Taken::Items(items)) => self.queued = items,
+                Some(Taken::Items(items)) => bufs.queue(items),
                 Some(Taken::Closed) | None => return false,
             }
         }
