@@ -88,14 +88,22 @@ pub(crate) struct Conn<O> {
     pub client_alias_max: u16,
     /// Whether reason strings and user properties may be sent on acks (Request Problem Information).
     pub problem_info: bool,
-    /// Inbound topic aliases: alias → topic.
-    pub aliases_in: FxHashMap<u16, String>,
-    /// Outbound topic aliases: topic → alias.
-    pub aliases_out: HashMap<String, u16>,
+    /// Topic aliases in both directions, once there is one: most connections never use them,
+    /// and an idle connection should not pay for two empty maps.
+    pub aliases: Option<Box<TopicAliases>>,
     /// Packets waiting for a store batch to be durable, in sending order (see `durable.rs`).
     pub held: VecDeque<(Ticket, Frame)>,
     /// The outlet was told its session's queue is backed up (`Outlet::set_backpressure`).
     pub backpressure: bool,
+}
+
+/// A connection's topic aliases (MQTT 5).
+#[derive(Debug, Default)]
+pub(crate) struct TopicAliases {
+    /// Inbound: alias → topic.
+    pub inbound: FxHashMap<u16, String>,
+    /// Outbound: topic → alias.
+    pub outbound: HashMap<String, u16>,
 }
 
 /// The backed-up connection delivering last found, and whether it dropped a message for it.
@@ -224,8 +232,7 @@ impl<O: Outlet> Broker<O> {
                 client_max_packet: u32::MAX,
                 client_alias_max: 0,
                 problem_info: true,
-                aliases_in: FxHashMap::default(),
-                aliases_out: HashMap::new(),
+                aliases: None,
                 held: VecDeque::new(),
                 backpressure: false,
             }),

@@ -265,17 +265,15 @@ impl<O: Outlet> Broker<O> {
                     seq,
                 };
                 match d.inflight {
-                    Some((id, state)) if s.ids_in_use.insert(id.get()) => {
-                        s.inflight.push_back(Inflight {
-                            id,
-                            delivery,
-                            state,
-                        })
-                    }
+                    Some((id, state)) if s.hold_id(id) => s.inflight.push_back(Inflight {
+                        id,
+                        delivery,
+                        state,
+                    }),
                     _ => s.restore_queued(delivery),
                 }
             }
-            s.inbound_qos2.extend(stored.inbound);
+            s.open_inbound_qos2(stored.inbound);
             let subscriptions = r.subscriptions;
             self.by_client_id.insert(r.client_id, sid);
             self.sessions.insert(sid, Box::new(s));

@@ -49,7 +49,7 @@ impl<O: Outlet> Broker<O> {
                 );
             }
             if p.topic.is_empty() {
-                match c.aliases_in.get(&alias) {
+                match c.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
                     Some(topic) => p.topic = topic.clone(),
                     None => {
                         return self.violation(
@@ -63,7 +63,10 @@ impl<O: Outlet> Broker<O> {
                     }
                 }
             } else {
-                c.aliases_in.insert(alias, p.topic.clone());
+                c.aliases
+                    .get_or_insert_with(Box::default)
+                    .inbound
+                    .insert(alias, p.topic.clone());
             }
         }
         if p.topic.is_empty() {
@@ -105,11 +108,11 @@ impl<O: Outlet> Broker<O> {
             return;
         };
         if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
-            if s.inbound_qos2.contains(&id.get()) {
+            if s.has_inbound_qos2(id) {
                 // [MQTT-4.3.3-10] Not routed again; acknowledge again.
                 return self.send(conn, Frame::Ack(AckKind::PubRec, id, ReasonCode::SUCCESS));
             }
-            if s.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
+            if s.inbound_qos2_count() >= usize::from(self.config.receive_maximum) {
                 // [MQTT-3.3.4-9] More unacknowledged QoS 2 PUBLISH than our Receive Maximum.
                 return self.violation(
                     now,
@@ -182,7 +185,7 @@ impl<O: Outlet> Broker<O> {
                 if !reason.is_error()
                     && let Some(s) = self.sessions.get_mut(&sid)
                 {
-                    s.inbound_qos2.insert(id.get());
+                    s.open_inbound_qos2([id.get()]);
                     if s.persists() {
                         let client_id = s.client_id.clone();
                         self.journal.push(StoreOp::PutInbound {
@@ -220,7 +223,7 @@ impl<O: Outlet> Broker<O> {
     pub(crate) fn handle_pubrel(&mut self, _now: Instant, conn: ConnId, sid: SessionId, a: Ack) {
         let mut known = false;
         if let Some(s) = self.sessions.get_mut(&sid) {
-            known = s.inbound_qos2.remove(&a.packet_id.get());
+            known = s.release_inbound_qos2(a.packet_id);
             if known && s.persists() {
                 let client_id = s.client_id.clone();
                 self.journal.push(StoreOp::DeleteInbound {

@@ -249,7 +249,7 @@ impl<O: Outlet> Lane<'_, O> {
             return;
         };
         let Some(packet) = self.publish(&d, Some(id), false, now) else {
-            self.s.ids_in_use.remove(&id.get());
+            self.s.free_id(id);
             return self.forget(&d);
         };
         let state = if d.qos == QoS::AtLeastOnce {
@@ -424,13 +424,14 @@ impl<O: Outlet> Lane<'_, O> {
         let v5 = c.version.is_v5();
         let mut new_alias = None;
         if v5 && c.client_alias_max > 0 {
-            match c.aliases_out.get(&msg.topic) {
+            let aliases = c.aliases.as_deref().map(|a| &a.outbound);
+            match aliases.and_then(|m| m.get(&msg.topic)) {
                 Some(&alias) => {
                     p.topic_alias = Some(alias);
                     p.with_topic = false;
                 }
-                None if c.aliases_out.len() < usize::from(c.client_alias_max) => {
-                    let alias = c.aliases_out.len() as u16 + 1;
+                None if aliases.map_or(0, |m| m.len()) < usize::from(c.client_alias_max) => {
+                    let alias = aliases.map_or(0, |m| m.len()) as u16 + 1;
                     p.topic_alias = Some(alias);
                     new_alias = Some(alias);
                 }
@@ -450,7 +451,10 @@ impl<O: Outlet> Lane<'_, O> {
             return None;
         }
         if let Some(alias) = new_alias {
-            c.aliases_out.insert(msg.topic.clone(), alias);
+            c.aliases
+                .get_or_insert_with(Box::default)
+                .outbound
+                .insert(msg.topic.clone(), alias);
         }
         self.stats.publish_sent += 1;
         Some(packet)

@@ -146,16 +146,24 @@ pub struct Session {
     queue_expiry: Option<Instant>,
     /// Outbound QoS 1/2 messages holding an identifier, in the order they were sent.
     pub inflight: VecDeque<Inflight>,
-    /// Identifiers held by `inflight` (never reused while held).
-    pub ids_in_use: FxHashSet<u16>,
+    /// The packet identifiers of open QoS 1/2 flows; `None` while there are none, so a quiet
+    /// session does not hold two empty sets (see [`FlowIds`]).
+    ids: Option<Box<FlowIds>>,
     /// Next identifier to try.
     next_id: u16,
-    /// Inbound QoS 2 identifiers received and not yet released by PUBREL.
-    pub inbound_qos2: FxHashSet<u16>,
     /// The next delivery key in the store.
     pub next_seq: u64,
     /// Whether the store holds a record of this session.
     pub stored: bool,
+}
+
+/// The packet identifiers a session's open QoS 1/2 flows hold.
+#[derive(Debug, Default)]
+pub struct FlowIds {
+    /// Identifiers held by `Session::inflight` (never reused while held).
+    outbound: FxHashSet<u16>,
+    /// Inbound QoS 2 identifiers received and not yet released by PUBREL.
+    inbound_qos2: FxHashSet<u16>,
 }
 
 impl Session {
@@ -175,9 +183,8 @@ impl Session {
             queued_bytes: 0,
             queue_expiry: None,
             inflight: VecDeque::new(),
-            ids_in_use: FxHashSet::default(),
+            ids: None,
             next_id: 1,
-            inbound_qos2: FxHashSet::default(),
             next_seq: 1,
             stored: false,
         }
@@ -186,23 +193,84 @@ impl Session {
     /// A packet identifier not held by any in-flight message [MQTT-2.2.1-3], or `None` when all
     /// 65535 are taken.
     pub fn allocate_id(&mut self) -> Option<PacketId> {
-        if self.ids_in_use.len() >= u16::MAX as usize {
+        let ids = self.ids.get_or_insert_with(Box::default);
+        if ids.outbound.len() >= u16::MAX as usize {
             return None;
         }
         loop {
             let id = self.next_id;
             self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-            if self.ids_in_use.insert(id) {
+            if ids.outbound.insert(id) {
                 return PacketId::new(id);
             }
+        }
+    }
+
+    /// Marks `id` as held by an outbound flow restored from the store; false if it already was.
+    pub fn hold_id(&mut self, id: PacketId) -> bool {
+        self.ids
+            .get_or_insert_with(Box::default)
+            .outbound
+            .insert(id.get())
+    }
+
+    /// Frees an outbound identifier.
+    pub fn free_id(&mut self, id: PacketId) {
+        if let Some(ids) = &mut self.ids {
+            ids.outbound.remove(&id.get());
+            self.drop_ids_if_unused();
         }
     }
 
     /// Removes the in-flight entry with `id` and frees the identifier.
     pub fn take_inflight(&mut self, id: PacketId) -> Option<Inflight> {
         let pos = self.inflight.iter().position(|f| f.id == id)?;
-        self.ids_in_use.remove(&id.get());
+        self.free_id(id);
         self.inflight.remove(pos)
+    }
+
+    /// Whether `id` is an inbound QoS 2 flow not yet released by PUBREL.
+    pub fn has_inbound_qos2(&self, id: PacketId) -> bool {
+        self.ids
+            .as_ref()
+            .is_some_and(|ids| ids.inbound_qos2.contains(&id.get()))
+    }
+
+    /// Inbound QoS 2 flows not yet released.
+    pub fn inbound_qos2_count(&self) -> usize {
+        self.ids.as_ref().map_or(0, |ids| ids.inbound_qos2.len())
+    }
+
+    /// Records inbound QoS 2 flows, received now or restored from the store.
+    pub fn open_inbound_qos2(&mut self, ids: impl IntoIterator<Item = u16>) {
+        let mut ids = ids.into_iter().peekable();
+        if ids.peek().is_some() {
+            self.ids
+                .get_or_insert_with(Box::default)
+                .inbound_qos2
+                .extend(ids);
+        }
+    }
+
+    /// Ends the inbound QoS 2 flow `id` (PUBREL); false if there was none.
+    pub fn release_inbound_qos2(&mut self, id: PacketId) -> bool {
+        let Some(ids) = &mut self.ids else {
+            return false;
+        };
+        let known = ids.inbound_qos2.remove(&id.get());
+        self.drop_ids_if_unused();
+        known
+    }
+
+    /// Gives the identifier sets back once no flow holds one.
+    fn drop_ids_if_unused(&mut self) {
+        if self
+            .ids
+            .as_ref()
+            .is_some_and(|ids| ids.outbound.is_empty() && ids.inbound_qos2.is_empty())
+        {
+            self.ids = None;
+        }
     }
 
     /// The in-flight entry with `id`.
