@@ -146,8 +146,11 @@ pub struct Session {
     queue_expiry: Option<Instant>,
     /// Outbound QoS 1/2 messages holding an identifier, in the order they were sent.
     pub inflight: VecDeque<Inflight>,
-    /// The packet identifiers of open QoS 1/2 flows; `None` while there are none, so a quiet
-    /// session does not hold two empty sets (see [`FlowIds`]).
+    /// The packet identifiers of open QoS 1/2 flows; `None` until the first flow, so a session
+    /// that never uses QoS 1/2 does not hold two empty sets (see [`FlowIds`]). Once created it
+    /// stays: dropping it whenever the last flow ends would cost an allocation per message on
+    /// a one-at-a-time QoS 1 stream (measured: +27% on the publish-path bench at 1000
+    /// subscribers).
     ids: Option<Box<FlowIds>>,
     /// Next identifier to try.
     next_id: u16,
@@ -218,7 +221,6 @@ impl Session {
     pub fn free_id(&mut self, id: PacketId) {
         if let Some(ids) = &mut self.ids {
             ids.outbound.remove(&id.get());
-            self.drop_ids_if_unused();
         }
     }
 
@@ -254,23 +256,9 @@ impl Session {
 
     /// Ends the inbound QoS 2 flow `id` (PUBREL); false if there was none.
     pub fn release_inbound_qos2(&mut self, id: PacketId) -> bool {
-        let Some(ids) = &mut self.ids else {
-            return false;
-        };
-        let known = ids.inbound_qos2.remove(&id.get());
-        self.drop_ids_if_unused();
-        known
-    }
-
-    /// Gives the identifier sets back once no flow holds one.
-    fn drop_ids_if_unused(&mut self) {
-        if self
-            .ids
-            .as_ref()
-            .is_some_and(|ids| ids.outbound.is_empty() && ids.inbound_qos2.is_empty())
-        {
-            self.ids = None;
-        }
+        self.ids
+            .as_mut()
+            .is_some_and(|ids| ids.inbound_qos2.remove(&id.get()))
     }
 
     /// The in-flight entry with `id`.
