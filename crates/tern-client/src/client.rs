@@ -208,6 +208,7 @@ impl Client {
             shared: shared.clone(),
             commands: commands_rx,
             incoming: incoming_tx,
+            on_message: options.on_message.clone(),
         }));
         let client = Client {
             version,

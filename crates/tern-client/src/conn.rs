@@ -16,8 +16,8 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::ClientError;
 use crate::client::{Shared, Waiter};
+use crate::{ClientError, MessageHandler};
 
 /// A batch stops growing at this many bytes and is written.
 const MAX_BATCH: usize = 64 * 1024;
@@ -43,6 +43,8 @@ pub(crate) struct Params {
     pub commands: mpsc::Receiver<Packet>,
     /// Messages for the handle.
     pub incoming: mpsc::Sender<Publish>,
+    /// Takes the messages instead of `incoming`, if set.
+    pub on_message: Option<MessageHandler>,
 }
 
 /// Runs the connection until the socket closes, the broker disconnects, or the handle sends
@@ -57,6 +59,7 @@ pub(crate) async fn run(params: Params) -> Result<(), ClientError> {
         shared,
         commands,
         incoming,
+        on_message,
     } = params;
     let (rd, wr) = stream.split();
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
@@ -68,6 +71,7 @@ pub(crate) async fn run(params: Params) -> Result<(), ClientError> {
         shared: &shared,
         acks: acks_tx,
         incoming,
+        on_message,
         awaiting_rel: HashSet::new(),
     };
     let result = tokio::select! {
@@ -87,6 +91,7 @@ struct Reader<'a> {
     shared: &'a Shared,
     acks: mpsc::UnboundedSender<Packet>,
     incoming: mpsc::Sender<Publish>,
+    on_message: Option<MessageHandler>,
     /// QoS 2 deliveries received and not yet released: a repeat is not delivered again.
     awaiting_rel: HashSet<u16>,
 }
@@ -111,9 +116,15 @@ impl Reader<'_> {
         let _ = self.acks.send(packet);
     }
 
-    /// Hands `publish` to the caller; dropped if the caller no longer listens.
+    /// Hands `publish` to the caller's handler or queue; dropped if the caller no longer
+    /// listens.
     async fn deliver(&self, publish: Publish) {
-        let _ = self.incoming.send(publish).await;
+        match &self.on_message {
+            Some(handler) => handler.call(publish),
+            None => {
+                let _ = self.incoming.send(publish).await;
+            }
+        }
     }
 
     async fn handle(&mut self, packet: Packet) -> Result<(), ClientError> {

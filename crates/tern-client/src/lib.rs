@@ -17,5 +17,5 @@ mod options;
 
 pub use client::{Client, PublishToken};
 pub use error::ClientError;
-pub use options::ConnectOptions;
+pub use options::{ConnectOptions, MessageHandler};
 pub use tern_codec::{ConnAck, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, UnsubAck};

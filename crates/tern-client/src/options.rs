@@ -1,9 +1,35 @@
 //! Connection options: what goes into CONNECT, and how the client behaves locally.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tern_codec::ProtocolVersion;
+use tern_codec::{ProtocolVersion, Publish};
+
+/// A function that takes each received message on the connection's own task, instead of the
+/// queue read by [`crate::Client::recv`]: no hand-off between tasks per message. It runs
+/// between reads of the socket, so it must not block.
+#[derive(Clone)]
+pub struct MessageHandler(Arc<dyn Fn(Publish) + Send + Sync>);
+
+impl MessageHandler {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn(Publish) + Send + Sync + 'static) -> Self {
+        MessageHandler(Arc::new(f))
+    }
+
+    /// Hands `message` to the function.
+    pub(crate) fn call(&self, message: Publish) {
+        (self.0)(message);
+    }
+}
+
+impl fmt::Debug for MessageHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MessageHandler")
+    }
+}
 
 /// How to connect: the CONNECT fields and the client's local limits.
 #[derive(Debug, Clone)]
@@ -34,6 +60,9 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Capacity of the queue of received messages not yet taken by [`crate::Client::recv`].
     pub incoming_capacity: usize,
+    /// Takes every received message instead of the queue; [`crate::Client::recv`] then
+    /// returns `None` once the connection closes.
+    pub on_message: Option<MessageHandler>,
 }
 
 impl Default for ConnectOptions {
@@ -52,6 +81,7 @@ impl Default for ConnectOptions {
             local_addr: None,
             connect_timeout: Duration::from_secs(10),
             incoming_capacity: 256,
+            on_message: None,
         }
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::{TIMEOUT, start_broker};
 use tern_broker::BrokerConfig;
-use tern_client::{Client, ClientError, ConnectOptions, ProtocolVersion, Publish, QoS};
+use tern_client::{
+    Client, ClientError, ConnectOptions, MessageHandler, ProtocolVersion, Publish, QoS,
+};
 
 const VERSIONS: [ProtocolVersion; 3] = [
     ProtocolVersion::V3_1,
@@ -53,6 +55,62 @@ async fn round_trip_at_every_qos_and_version() {
         publisher.disconnect().await.expect("clean disconnect");
         sub.disconnect().await.expect("clean disconnect");
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_handler_takes_every_delivery_in_order_and_acknowledges_it() {
+    // One message in flight per subscriber: the broker sends the next QoS 1 or 2 message only
+    // once the previous one was acknowledged, so all arriving proves the handler path acks.
+    let server = start_broker(BrokerConfig {
+        max_inflight: 1,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = ConnectOptions {
+        on_message: Some(MessageHandler::new(move |p: Publish| {
+            let _ = tx.send((p.qos, p.payload));
+        })),
+        ..ConnectOptions::new(ProtocolVersion::V5, "handled")
+    };
+    let (mut sub, _) = Client::connect(addr, options).await.expect("connects");
+    sub.subscribe("h/#", QoS::ExactlyOnce)
+        .await
+        .expect("subscribed");
+    let publisher = connect(addr, ProtocolVersion::V5, "pub").await;
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .cycle()
+        .take(30)
+        .enumerate()
+    {
+        publisher
+            .publish("h/t", Bytes::from(i.to_string()), qos, false)
+            .await
+            .expect("publish completes");
+    }
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .cycle()
+        .take(30)
+        .enumerate()
+    {
+        let got = tokio::time::timeout(TIMEOUT, rx.recv())
+            .await
+            .expect("a message within the timeout")
+            .expect("handler alive");
+        assert_eq!(got, (qos, Bytes::from(i.to_string())));
+    }
+    // The handler took them all: nothing waits in the queue `recv` reads.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), sub.recv())
+            .await
+            .is_err()
+    );
+    publisher.disconnect().await.expect("clean disconnect");
+    sub.disconnect().await.expect("clean disconnect");
     server.shutdown().await;
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tern_client::{Client, ClientError};
+use tern_client::{Client, ClientError, ConnectOptions, MessageHandler};
 use tokio::task::JoinSet;
 
 use super::report::{BenchReport, ConnStats};
@@ -22,6 +22,7 @@ pub(super) async fn connect_many(
     prefix: &str,
     count: usize,
     offset: usize,
+    on_message: impl Fn(usize) -> Option<MessageHandler>,
 ) -> (Vec<Attempt>, f64) {
     let started = Instant::now();
     let mut set = JoinSet::new();
@@ -32,7 +33,10 @@ pub(super) async fn connect_many(
                 done.push(attempt);
             }
         }
-        let options = config.connect_options(index, format!("{prefix}{index}"));
+        let options = ConnectOptions {
+            on_message: on_message(index - offset),
+            ..config.connect_options(index, format!("{prefix}{index}"))
+        };
         let addr = config.addr;
         set.spawn(async move {
             let t = Instant::now();
@@ -97,7 +101,7 @@ pub(super) async fn disconnect_all(clients: Vec<Client>) {
 pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let started = Instant::now();
     let prefix = format!("tb{}c", std::process::id());
-    let (attempts, secs) = connect_many(&config, &prefix, config.connections, 0).await;
+    let (attempts, secs) = connect_many(&config, &prefix, config.connections, 0, |_| None).await;
     let (mut stats, clients) = conn_stats(attempts, secs);
     if config.progress {
         eprintln!(

@@ -2,11 +2,11 @@
 //! subscribes to what, and the timeline: set up, warm up, measure, drain, report.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tern_client::{Client, QoS};
+use tern_client::{Client, MessageHandler, Publish, QoS};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -77,6 +77,8 @@ struct Counters {
     received: AtomicU64,
     /// Measured deliveries that were not duplicates.
     distinct: AtomicU64,
+    /// The run is over: deliveries are no longer recorded.
+    stopped: AtomicBool,
 }
 
 /// The timeline, in nanoseconds since the epoch.
@@ -115,8 +117,26 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
     let qos = config.qos();
     let prefix = format!("tb{}", std::process::id());
 
-    let (sub_attempts, sub_secs) =
-        connect_many(&config, &format!("{prefix}s"), topo.subscribers.len(), 0).await;
+    let counters = Arc::new(Counters::default());
+    // The recorders exist before the subscribers connect: each subscriber's connection records
+    // what it receives on its own task (see `recording`). Their warm-up end is set once the
+    // timeline is known; nothing is published before that.
+    let recorders: Vec<Arc<Mutex<Recorder>>> = topo
+        .expected
+        .iter()
+        .map(|_| Arc::new(Mutex::new(Recorder::new(u64::MAX))))
+        .collect();
+    let (sub_attempts, sub_secs) = connect_many(
+        &config,
+        &format!("{prefix}s"),
+        topo.subscribers.len(),
+        0,
+        |index| {
+            let recorder = recorders[topo.subscribers[index].1].clone();
+            Some(recording(recorder, counters.clone()))
+        },
+    )
+    .await;
     let subscribers = setup(sub_attempts, "subscriber")?;
     for (index, ((client, _), (filter, _))) in subscribers.iter().zip(&topo.subscribers).enumerate()
     {
@@ -134,6 +154,7 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
         &format!("{prefix}p"),
         topo.publishers.len(),
         topo.subscribers.len(),
+        |_| None,
     )
     .await;
     let publishers = setup(pub_attempts, "publisher")?;
@@ -147,22 +168,14 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
         stop: warmup_end + BenchConfig::duration(config.duration_secs).as_nanos() as u64,
     };
     let drain = BenchConfig::duration(config.drain_secs);
-    let counters = Arc::new(Counters::default());
-    let recorders: Vec<Arc<Mutex<Recorder>>> = topo
-        .expected
-        .iter()
-        .map(|_| Arc::new(Mutex::new(Recorder::new(warmup_end))))
-        .collect();
+    for recorder in &recorders {
+        lock(recorder).set_warmup_end(warmup_end);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut sub_tasks = JoinSet::new();
-    for ((client, _), (_, recorder)) in subscribers.into_iter().zip(&topo.subscribers) {
-        sub_tasks.spawn(subscriber(
-            client,
-            recorders[*recorder].clone(),
-            counters.clone(),
-            stop_rx.clone(),
-        ));
+    for (client, _) in subscribers {
+        sub_tasks.spawn(subscriber(client, stop_rx.clone()));
     }
     let mut pub_tasks = JoinSet::new();
     for (id, ((client, _), topic)) in publishers.into_iter().zip(topo.publishers).enumerate() {
@@ -212,6 +225,7 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
     while counters.distinct.load(Ordering::Relaxed) < expected && Instant::now() < drain_end {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    counters.stopped.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let mut clients = Vec::new();
     while let Some(joined) = sub_tasks.join_next().await {
@@ -306,28 +320,28 @@ fn merge_conn_stats(subs: &[(Client, u64)], pubs: &[(Client, u64)], secs: f64) -
     stats
 }
 
-/// Receives until told to stop, recording every delivery.
-async fn subscriber(
-    mut client: Client,
-    recorder: Arc<Mutex<Recorder>>,
-    counters: Arc<Counters>,
-    mut stop: watch::Receiver<bool>,
-) -> Client {
-    let mut seen = HashMap::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            message = client.recv() => {
-                let Some(message) = message else { break };
-                let counted = lock(&recorder).record(&message.payload, now_ns(), &mut seen);
-                counters.received.fetch_add(1, Ordering::Relaxed);
-                if counted == Counted::New {
-                    counters.distinct.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+/// A subscriber's message handler: records every delivery into `recorder`, on the
+/// subscriber's connection task, until the run stops. Handing each message to another task
+/// first made the bench's own receiving cost more than a broker's routing.
+fn recording(recorder: Arc<Mutex<Recorder>>, counters: Arc<Counters>) -> MessageHandler {
+    // Highest sequence number this subscriber saw per publisher, for its order checks.
+    let seen = Mutex::new(HashMap::new());
+    MessageHandler::new(move |message: Publish| {
+        if counters.stopped.load(Ordering::Relaxed) {
+            return;
         }
-    }
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let counted = lock(&recorder).record(&message.payload, now_ns(), &mut seen);
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        if counted == Counted::New {
+            counters.distinct.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
+/// Holds a subscriber's client until the run stops (its connection records the deliveries).
+async fn subscriber(client: Client, mut stop: watch::Receiver<bool>) -> Client {
+    let _ = stop.changed().await;
     client
 }
 

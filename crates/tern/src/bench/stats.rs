@@ -129,6 +129,11 @@ pub enum Counted {
 }
 
 impl Recorder {
+    /// Messages sent before `warmup_end_ns` count as warm-up from now on.
+    pub fn set_warmup_end(&mut self, warmup_end_ns: u64) {
+        self.warmup_end_ns = warmup_end_ns;
+    }
+
     /// An empty recorder that measures messages sent at or after `warmup_end_ns`.
     pub fn new(warmup_end_ns: u64) -> Self {
         Recorder {
