@@ -167,7 +167,7 @@ impl Drop for ConnOutlet {
 
 impl Outlet for ConnOutlet {
     fn send(&mut self, frame: Frame) {
-        // A send error means the writer is gone: the connection is closing and the packet moot.
+        // A push that fails means the connection is gone: it is closing and the packet moot.
         if self.tx.push(Outbound::Frame(frame)) {
             self.backpressure.backlog.fetch_add(1, Ordering::Relaxed);
         }
