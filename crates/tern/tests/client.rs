@@ -80,28 +80,26 @@ async fn a_message_handler_takes_every_delivery_in_order_and_acknowledges_it() {
         .await
         .expect("subscribed");
     let publisher = connect(addr, ProtocolVersion::V5, "pub").await;
-    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+    // Thirty messages, QoS 0, 1 and 2 in turn, numbered.
+    let sent: Vec<(QoS, Bytes)> = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
         .into_iter()
         .cycle()
         .take(30)
         .enumerate()
-    {
+        .map(|(i, qos)| (qos, Bytes::from(i.to_string())))
+        .collect();
+    for (qos, payload) in &sent {
         publisher
-            .publish("h/t", Bytes::from(i.to_string()), qos, false)
+            .publish("h/t", payload.clone(), *qos, false)
             .await
             .expect("publish completes");
     }
-    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
-        .into_iter()
-        .cycle()
-        .take(30)
-        .enumerate()
-    {
+    for expected in sent {
         let got = tokio::time::timeout(TIMEOUT, rx.recv())
             .await
             .expect("a message within the timeout")
             .expect("handler alive");
-        assert_eq!(got, (qos, Bytes::from(i.to_string())));
+        assert_eq!(got, expected);
     }
     // The handler took them all: nothing waits in the queue `recv` reads.
     assert!(
