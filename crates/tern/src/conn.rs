@@ -178,7 +178,7 @@ impl Outlet for ConnOutlet {
         let congested = bp.backlog.load(Ordering::Relaxed) >= bp.max_backlog;
         if congested {
             // The core drops QoS 0 messages for it now, and pauses the clients sending them.
-            self.backpressure.set_congested(true);
+            bp.set_congested(true);
         }
         congested
     }
@@ -244,7 +244,6 @@ pub(crate) fn spawn(
         backpressure,
         max_packet_size: params.max_packet_size,
         known: None,
-        version: ProtocolVersion::V3_1_1,
         may_read: true,
         may_write: true,
         bufs: None,
@@ -274,12 +273,9 @@ struct Connection {
     /// clears.
     backpressure: Arc<Backpressure>,
     max_packet_size: u32,
-    /// The client's protocol level, once its first packet is read.
+    /// The client's protocol level: read from its first packet, or from the CONNECT that
+    /// failed to decode. Packets are encoded with it (see [`Connection::version`]).
     known: Option<ProtocolVersion>,
-    /// The level packets are encoded with: the known one, v3.1.1 before it is known (what a v3
-    /// client reads; packets sent then are CONNACKs refusing a connection whose level could
-    /// not be read).
-    version: ProtocolVersion,
     /// The buffers of a busy connection; `None` while idle (see [`Buffers`]).
     bufs: Option<Box<Buffers>>,
     /// Packets decoded and not yet handed to the core; kept across a pause.
@@ -339,6 +335,20 @@ impl Buffers {
         backpressure.written(std::mem::take(&mut self.unwritten));
     }
 
+    /// Gives back each buffer that is empty; true if all of them were (the box can go).
+    fn shed(&mut self) -> bool {
+        if self.input.is_empty() {
+            self.input = BytesMut::new();
+        }
+        if self.queued.is_empty() {
+            self.queued = VecDeque::new();
+        }
+        if self.out.is_empty() {
+            self.out = BytesMut::new();
+        }
+        self.input.capacity() == 0 && self.queued.capacity() == 0 && self.out.capacity() == 0
+    }
+
     /// Queue what was taken from the mailbox after what is already queued.
     fn queue(&mut self, items: VecDeque<Outbound>) {
         if self.queued.is_empty() {
@@ -382,7 +392,7 @@ impl Connection {
     /// Serve the connection until it ends, then close it within [`CLOSE_GRACE`].
     async fn run(&mut self) {
         let end = self.serve().await;
-        tracing::trace!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, ?end, "connection ending");
+        tracing::trace!(peer = ?peer(&self.stream), conn = self.id.0, ?end, "connection ending");
         self.unregister();
         // Boxed, timer included: the closing steps are taken once, and need not make every
         // idle task larger.
@@ -394,7 +404,7 @@ impl Connection {
             }
         }));
         if closing.await.is_err() {
-            tracing::debug!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, "close took too long; dropping the connection");
+            tracing::debug!(peer = ?peer(&self.stream), conn = self.id.0, "close took too long; dropping the connection");
         }
     }
 
@@ -435,23 +445,11 @@ impl Connection {
             if self.batch.is_empty() {
                 self.batch = VecDeque::new();
             }
-            if let Some(bufs) = &mut self.bufs {
-                if bufs.input.is_empty() && bufs.queued.is_empty() && bufs.out.is_empty() {
-                    self.bufs = None;
-                } else {
-                    if bufs.input.is_empty() {
-                        bufs.input = BytesMut::new();
-                    }
-                    if bufs.queued.is_empty() {
-                        bufs.queued = VecDeque::new();
-                    }
-                    if bufs.out.is_empty() {
-                        bufs.out = BytesMut::new();
-                    }
-                }
+            if self.bufs.as_mut().is_some_and(|bufs| bufs.shed()) {
+                self.bufs = None;
             }
             if poll_fn(|cx| self.poll_wait(cx)).await {
-                tracing::debug!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, "no CONNECT within the connect timeout");
+                tracing::debug!(peer = ?peer(&self.stream), conn = self.id.0, "no CONNECT within the connect timeout");
                 return End::ConnectTimeout;
             }
         }
@@ -561,17 +559,17 @@ impl Connection {
                             Packet::Connect(connect) => connect.protocol,
                             _ => decode_as,
                         };
-                        self.known = Some(version);
                         // The CONNACK must be encoded with this level.
-                        self.version = version;
+                        self.known = Some(version);
                         self.connect_timer = None;
                     }
                     self.batch.push_back(packet);
                 }
                 Err(violation) => {
-                    tracing::trace!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, %violation, "undecodable input");
-                    if let Some(version) = peeked {
-                        self.version = version;
+                    tracing::trace!(peer = ?peer(&self.stream), conn = self.id.0, %violation, "undecodable input");
+                    // Nothing is decoded after this; the core's answer is encoded with it.
+                    if peeked.is_some() {
+                        self.known = peeked;
                     }
                     self.failed = Some(Box::new((violation, peeked)));
                     break;
@@ -595,7 +593,7 @@ impl Connection {
                 Ok(false)
             }
             Err(e) => {
-                tracing::debug!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, "read failed: {e}");
+                tracing::debug!(peer = ?peer(&self.stream), conn = self.id.0, "read failed: {e}");
                 Err(End::ReadError)
             }
         }
@@ -614,10 +612,11 @@ impl Connection {
             Some(Taken::Closed) => return Wrote::CloseNext,
             None => {}
         }
+        let version = self.version();
         let Some(bufs) = &mut self.bufs else {
             return wrote;
         };
-        bufs.encode_queued(self.version);
+        bufs.encode_queued(version);
         if bufs.out.is_empty() {
             return match bufs.queued.front() {
                 Some(Outbound::Close) => Wrote::CloseNext,
@@ -640,7 +639,7 @@ impl Connection {
                 wrote
             }
             Err(e) => {
-                tracing::debug!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, "write failed: {e}");
+                tracing::debug!(peer = ?peer(&self.stream), conn = self.id.0, "write failed: {e}");
                 Wrote::Failed
             }
         }
@@ -654,12 +653,13 @@ impl Connection {
             return false;
         }
         let mut took = false;
+        let version = self.version();
         let bufs = self.bufs.get_or_insert_with(Box::default);
         loop {
-            bufs.encode_queued(self.version);
+            bufs.encode_queued(version);
             if !bufs.out.is_empty() {
                 if let Err(e) = self.stream.write_all(&bufs.out).await {
-                    tracing::debug!(peer = ?self.stream.peer_addr().ok(), conn = self.id.0, "write failed: {e}");
+                    tracing::debug!(peer = ?peer(&self.stream), conn = self.id.0, "write failed: {e}");
                     return false;
                 }
                 bufs.written(&self.backpressure);
@@ -681,6 +681,13 @@ impl Connection {
         }
     }
 
+    /// The level packets are encoded with: the known one, v3.1.1 before it is known (what a v3
+    /// client reads; packets sent then are CONNACKs refusing a connection whose level could
+    /// not be read).
+    fn version(&self) -> ProtocolVersion {
+        self.known.unwrap_or(ProtocolVersion::V3_1_1)
+    }
+
     /// Tell the core the connection is gone, once.
     fn unregister(&mut self) {
         if std::mem::take(&mut self.registered) {
@@ -697,6 +704,11 @@ impl Drop for Connection {
             self.unregister();
         }
     }
+}
+
+/// The peer's address, for a log line (asked of the socket: it is not kept).
+fn peer(stream: &TcpStream) -> Option<SocketAddr> {
+    stream.peer_addr().ok()
 }
 
 /// Read and discard until the peer closes, so dropping the socket with unread input does not
