@@ -173,10 +173,8 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
     }
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let mut sub_tasks = JoinSet::new();
-    for (client, _) in subscribers {
-        sub_tasks.spawn(subscriber(client, stop_rx.clone()));
-    }
+    // The subscribers' connections record on their own tasks: nothing to spawn for them.
+    let mut clients: Vec<Client> = subscribers.into_iter().map(|(client, _)| client).collect();
     let mut pub_tasks = JoinSet::new();
     for (id, ((client, _), topic)) in publishers.into_iter().zip(topo.publishers).enumerate() {
         pub_tasks.spawn(publisher(
@@ -227,12 +225,6 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
     }
     counters.stopped.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    let mut clients = Vec::new();
-    while let Some(joined) = sub_tasks.join_next().await {
-        if let Ok(client) = joined {
-            clients.push(client);
-        }
-    }
     if let Some(progress) = progress {
         let _ = progress.await;
     }
@@ -337,12 +329,6 @@ fn recording(recorder: Arc<Mutex<Recorder>>, counters: Arc<Counters>) -> Message
             counters.distinct.fetch_add(1, Ordering::Relaxed);
         }
     })
-}
-
-/// Holds a subscriber's client until the run stops (its connection records the deliveries).
-async fn subscriber(client: Client, mut stop: watch::Receiver<bool>) -> Client {
-    let _ = stop.changed().await;
-    client
 }
 
 /// Publishes from `time.start` to `time.stop` at the configured rate, then waits (at most the
