@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use rustc_hash::FxHashMap;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,9 +36,10 @@ pub trait Outlet {
     fn set_backpressure(&mut self, _on: bool) {}
 }
 
-/// Identifies one transport connection for the lifetime of the broker.
+/// Identifies one transport connection for the lifetime of the broker (never 0, so an
+/// `Option<ConnId>` takes no more room than an id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
+pub struct ConnId(pub NonZeroU64);
 
 /// Counters for monitoring.
 #[derive(Debug, Clone, Default)]
@@ -76,8 +78,8 @@ pub(crate) struct Conn<O> {
     pub session: Option<SessionId>,
     /// Protocol level, known after CONNECT.
     pub version: ProtocolVersion,
-    /// Keep Alive ×1.5, or `None` when keepalive is off.
-    pub keep_alive: Option<Duration>,
+    /// The Keep Alive in force, seconds (0: off); see [`Conn::silence_limit`].
+    pub keep_alive: u16,
     /// Last time a packet arrived.
     pub last_seen: Instant,
     /// Receive Maximum of the client (outbound in-flight limit).
@@ -95,6 +97,13 @@ pub(crate) struct Conn<O> {
     pub held: VecDeque<(Ticket, Frame)>,
     /// The outlet was told its session's queue is backed up (`Outlet::set_backpressure`).
     pub backpressure: bool,
+}
+
+impl<O> Conn<O> {
+    /// How long the client may stay silent: 1.5 × its Keep Alive, or `None` when it is off.
+    pub fn silence_limit(&self) -> Option<Duration> {
+        (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500))
+    }
 }
 
 /// A connection's topic aliases (MQTT 5).
@@ -218,7 +227,7 @@ impl<O: Outlet> Broker<O> {
 
     /// A transport connection was accepted; its first packet must be CONNECT.
     pub fn open(&mut self, now: Instant, outlet: O) -> ConnId {
-        let id = ConnId(self.next_conn);
+        let id = ConnId(NonZeroU64::new(self.next_conn).expect("counts up from 1"));
         self.next_conn += 1;
         self.conns.insert(
             id,
@@ -226,7 +235,7 @@ impl<O: Outlet> Broker<O> {
                 outlet,
                 session: None,
                 version: ProtocolVersion::V3_1_1,
-                keep_alive: None,
+                keep_alive: 0,
                 last_seen: now,
                 client_receive_max: u16::MAX,
                 client_max_packet: u32::MAX,
@@ -455,7 +464,7 @@ impl<O: Outlet> Broker<O> {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let Some(ka) = c.keep_alive else { return };
+        let Some(ka) = c.silence_limit() else { return };
         let due = c.last_seen + ka;
         if now >= due {
             // [MQTT-3.1.2-24] Silence for 1.5 × Keep Alive: disconnect as a network failure.
@@ -597,7 +606,7 @@ impl<O: Outlet> Broker<O> {
 
     /// A fresh session id.
     pub(crate) fn new_session_id(&mut self) -> SessionId {
-        let id = SessionId(self.next_session);
+        let id = SessionId(NonZeroU64::new(self.next_session).expect("counts up from 1"));
         self.next_session += 1;
         id
     }

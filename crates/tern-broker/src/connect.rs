@@ -2,7 +2,7 @@
 //! expiry, keepalive negotiation, the CONNACK, and the resumption of a session's flows.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tern_codec::{
     ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode, Violation,
@@ -155,13 +155,12 @@ impl<O: Outlet> Broker<O> {
 
         let c = self.conns.get_mut(&conn).expect("connection checked above");
         c.session = Some(sid);
-        c.keep_alive =
-            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        c.keep_alive = keep_alive;
         c.client_receive_max = props.receive_maximum.unwrap_or(u16::MAX);
         c.client_max_packet = props.maximum_packet_size.unwrap_or(u32::MAX);
         c.client_alias_max = props.topic_alias_maximum.unwrap_or(0);
         c.problem_info = props.request_problem_information.unwrap_or(1) == 1;
-        if let Some(ka) = c.keep_alive {
+        if let Some(ka) = c.silence_limit() {
             self.timers.insert((now + ka, Timer::KeepAlive(conn)));
         }
 

@@ -26,6 +26,7 @@ pub mod config;
 mod connect;
 mod durable;
 pub mod frame;
+pub mod keyed;
 pub mod persist;
 mod publish_in;
 mod publish_out;

@@ -19,7 +19,7 @@
 //! drop use explicit stacks. Invalid strings never panic; a `#` that is not the last level of a
 //! filter is then taken as a literal level.
 
-use std::collections::HashMap;
+use crate::keyed::KeyedMap;
 use std::mem;
 
 /// Retained messages by topic name, searchable by topic filter.
@@ -227,7 +227,7 @@ struct Frame<'t, 'f, M> {
 /// One topic level.
 struct Node<M> {
     /// Next levels.
-    children: HashMap<Box<str>, Node<M>>,
+    children: KeyedMap<Box<str>, Node<M>>,
     /// The retained message of the topic ending at this node.
     msg: Option<M>,
     /// Messages in this subtree, this node's included.
@@ -238,7 +238,7 @@ struct Node<M> {
 impl<M> Default for Node<M> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
+            children: KeyedMap::default(),
             msg: None,
             count: 0,
         }

@@ -13,7 +13,8 @@
 //! Inbound QoS 2 (method B, route on PUBLISH): PUBLISH(id) ──► route, remember id, PUBREC ──►
 //! PUBREL(id) ──► forget id, PUBCOMP. A PUBLISH whose id is remembered is not routed again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::num::NonZeroU64;
 
 use rustc_hash::FxHashSet;
 use std::sync::Arc;
@@ -24,10 +25,12 @@ use tern_codec::{LastWill, PacketId, Properties, ProtocolVersion, QoS, Subscript
 
 use crate::BrokerConfig;
 use crate::broker::ConnId;
+use crate::keyed::KeyedMap;
 
 /// Identifies a session for its lifetime; a clean start makes a new one for the same client id.
+/// Never 0, so an `Option<SessionId>` takes no more room than an id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
+pub struct SessionId(pub NonZeroU64);
 
 /// Identifies one shared subscription: a (share name, filter) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -128,7 +131,7 @@ pub struct Session {
     /// The linked connection, if any.
     pub conn: Option<ConnId>,
     /// Subscriptions by filter exactly as subscribed (including any `$share/` prefix).
-    pub subscriptions: HashMap<String, SubEntry>,
+    pub subscriptions: KeyedMap<String, SubEntry>,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
     pub expiry_interval: u32,
     /// When this disconnected session ends.
@@ -177,7 +180,7 @@ impl Session {
             client_id,
             version,
             conn: None,
-            subscriptions: HashMap::new(),
+            subscriptions: KeyedMap::default(),
             expiry_interval: 0,
             expires_at: None,
             will: None,
@@ -339,6 +342,22 @@ impl Session {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_idle_session_stays_within_its_allocation_class() {
+        // Every connected client holds one boxed `Session`; at 216 bytes it takes a 224-byte
+        // heap chunk (one 16-byte class less than before the ids became non-zero and the
+        // subscription map lost its per-map hash key). A field more shows up here first.
+        assert_eq!(
+            std::mem::size_of::<Option<ConnId>>(),
+            std::mem::size_of::<ConnId>()
+        );
+        assert!(
+            std::mem::size_of::<Session>() <= 216,
+            "{}",
+            std::mem::size_of::<Session>()
+        );
+    }
+
     fn delivery(payload: &'static [u8]) -> Delivery {
         Delivery {
             msg: Arc::new(Message {
@@ -360,7 +379,7 @@ mod tests {
 
     #[test]
     fn packet_ids_skip_ids_in_flight_and_wrap() {
-        let mut s = Session::new(SessionId(1), "c".into(), ProtocolVersion::V5);
+        let mut s = Session::new(SessionId(NonZeroU64::MIN), "c".into(), ProtocolVersion::V5);
         s.next_id = u16::MAX;
         assert_eq!(s.allocate_id().unwrap().get(), u16::MAX);
         assert_eq!(s.allocate_id().unwrap().get(), 1);
@@ -370,7 +389,7 @@ mod tests {
 
     #[test]
     fn all_ids_in_use_gives_none() {
-        let mut s = Session::new(SessionId(1), "c".into(), ProtocolVersion::V5);
+        let mut s = Session::new(SessionId(NonZeroU64::MIN), "c".into(), ProtocolVersion::V5);
         for _ in 0..u16::MAX {
             assert!(s.allocate_id().is_some());
         }
@@ -379,7 +398,7 @@ mod tests {
 
     #[test]
     fn queue_limits_count_and_bytes() {
-        let mut s = Session::new(SessionId(1), "c".into(), ProtocolVersion::V5);
+        let mut s = Session::new(SessionId(NonZeroU64::MIN), "c".into(), ProtocolVersion::V5);
         let config = BrokerConfig {
             max_queued_messages: 2,
             max_queued_bytes: 5,
@@ -395,7 +414,7 @@ mod tests {
 
     #[test]
     fn purge_looks_at_the_queue_only_once_something_can_have_expired() {
-        let mut s = Session::new(SessionId(1), "c".into(), ProtocolVersion::V5);
+        let mut s = Session::new(SessionId(NonZeroU64::MIN), "c".into(), ProtocolVersion::V5);
         let config = BrokerConfig::default();
         let now = Instant::now();
         let mut d = delivery(b"x");

@@ -26,7 +26,7 @@
 //! removal and drop use explicit stacks. Invalid filters never panic; a `#` that is not the last
 //! level is then taken as a literal level.
 
-use std::collections::HashMap;
+use crate::keyed::KeyedMap;
 use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
@@ -36,7 +36,7 @@ use std::mem;
 pub struct TopicIndex<K, V> {
     /// Subscriptions whose filter has no wildcard level, keyed by the whole filter.
     /// Invariant: no entry holds an empty [`Subs`].
-    exact: HashMap<Box<str>, Subs<K, V>>,
+    exact: KeyedMap<Box<str>, Subs<K, V>>,
     /// Trie of the subscriptions whose filter has a `+` or a final `#` level.
     /// Invariant: `root.count` is the number of those subscriptions.
     root: Node<K, V>,
@@ -47,7 +47,7 @@ pub struct TopicIndex<K, V> {
 impl<K, V> Default for TopicIndex<K, V> {
     fn default() -> Self {
         TopicIndex {
-            exact: HashMap::new(),
+            exact: KeyedMap::default(),
             root: Node::default(),
             len: 0,
         }
@@ -301,7 +301,7 @@ impl<'a> Shape<'a> {
 /// One trie level of wildcard filters.
 struct Node<K, V> {
     /// Literal next levels.
-    children: HashMap<Box<str>, Node<K, V>>,
+    children: KeyedMap<Box<str>, Node<K, V>>,
     /// The `+` next level.
     plus: Option<Box<Node<K, V>>>,
     /// Subscribers whose filter ends at this node.
@@ -316,7 +316,7 @@ struct Node<K, V> {
 impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
+            children: KeyedMap::default(),
             plus: None,
             here: Subs::default(),
             hash: Subs::default(),
