@@ -153,3 +153,67 @@ async fn unreachable_broker_and_bad_config_are_errors() {
     config.publishers = 0;
     assert!(config.validate().is_err());
 }
+
+/// The progress lines on stderr (which `bench/compare` reads for its delivered rate) give
+/// rates per second of real time, in the format the script parses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_lines_report_per_second_rates() {
+    let server = start_broker(BrokerConfig::default()).await;
+    let port = server.local_addr().port().to_string();
+    // 5 publishers at 100 msg/s each into one subscriber: 500 msg/s sent and received.
+    let args = [
+        "bench".to_string(),
+        "--port".into(),
+        port,
+        "--warmup".into(),
+        "1".into(),
+        "--duration".into(),
+        "3".into(),
+        "--drain".into(),
+        "2".into(),
+        "fanin".into(),
+        "--publishers".into(),
+        "5".into(),
+        "--rate".into(),
+        "100".into(),
+        "--size".into(),
+        "32".into(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .output()
+    });
+    let out = tokio::time::timeout(LIMIT, out)
+        .await
+        .expect("bench finishes in time")
+        .expect("joined")
+        .expect("bench runs");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let measured: Vec<(u64, u64)> = stderr
+        .lines()
+        .filter_map(progress_line)
+        .filter(|(phase, _, _)| *phase == "measure")
+        .map(|(_, sent, received)| (sent, received))
+        .collect();
+    assert!(measured.len() >= 2, "{stderr}");
+    for (sent, received) in measured {
+        assert!((400..=600).contains(&sent), "{stderr}");
+        assert!((400..=600).contains(&received), "{stderr}");
+    }
+    server.shutdown().await;
+}
+
+/// The phase, sent/s and recv/s of a progress line such as
+/// `[measure    2.0s] sent       500/s  recv       500/s  p99 812 us`.
+fn progress_line(line: &str) -> Option<(&str, u64, u64)> {
+    let (head, rest) = line.strip_prefix('[')?.split_once(']')?;
+    let phase = head.split_whitespace().next()?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let rate = |i: usize| words.get(i)?.strip_suffix("/s")?.parse().ok();
+    match (words.first(), words.get(2)) {
+        (Some(&"sent"), Some(&"recv")) => Some((phase, rate(1)?, rate(3)?)),
+        _ => None,
+    }
+}

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tern_client::{Client, ClientError, ConnectOptions, MessageHandler};
+use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
 use super::report::{BenchReport, ConnStats};
@@ -15,9 +16,11 @@ use super::{BenchConfig, BenchError};
 pub(super) type Attempt = (usize, Result<(Client, u64), ClientError>);
 
 /// Opens `count` connections named `{prefix}{index}`, at most `connect_concurrency` at a
-/// time; indexes start at `offset` (which also picks the source address). Returns the attempts
-/// in index order and the seconds they took.
+/// time, on the runtime of `on` (their tasks live there); indexes start at `offset` (which
+/// also picks the source address). Returns the attempts in index order and the seconds they
+/// took.
 pub(super) async fn connect_many(
+    on: &Handle,
     config: &BenchConfig,
     prefix: &str,
     count: usize,
@@ -38,12 +41,15 @@ pub(super) async fn connect_many(
             ..config.connect_options(index, format!("{prefix}{index}"))
         };
         let addr = config.addr;
-        set.spawn(async move {
-            let t = Instant::now();
-            let result = Client::connect(addr, options).await;
-            let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
-            (index, result.map(|(client, _)| (client, micros)))
-        });
+        set.spawn_on(
+            async move {
+                let t = Instant::now();
+                let result = Client::connect(addr, options).await;
+                let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                (index, result.map(|(client, _)| (client, micros)))
+            },
+            on,
+        );
     }
     while let Some(joined) = set.join_next().await {
         if let Ok(attempt) = joined {
@@ -101,7 +107,15 @@ pub(super) async fn disconnect_all(clients: Vec<Client>) {
 pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let started = Instant::now();
     let prefix = format!("tb{}c", std::process::id());
-    let (attempts, secs) = connect_many(&config, &prefix, config.connections, 0, |_| None).await;
+    let (attempts, secs) = connect_many(
+        &Handle::current(),
+        &config,
+        &prefix,
+        config.connections,
+        0,
+        |_| None,
+    )
+    .await;
     let (mut stats, clients) = conn_stats(attempts, secs);
     if config.progress {
         eprintln!(

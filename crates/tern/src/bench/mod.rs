@@ -253,6 +253,9 @@ pub enum BenchError {
         /// What failed.
         source: ClientError,
     },
+    /// The runtime for the subscribers' connections could not be started.
+    #[error("cannot start the subscribers' runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Runs the scenario of `config` to the end and reports what it measured.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tern_client::{Client, MessageHandler, Publish, QoS};
-use tokio::sync::watch;
+use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinSet;
 
 use super::conn::{conn_stats, connect_many, disconnect_all};
@@ -126,7 +126,9 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
         .iter()
         .map(|_| Arc::new(Mutex::new(Recorder::new(u64::MAX))))
         .collect();
+    let sub_runtime = SubscriberRuntime::start()?;
     let (sub_attempts, sub_secs) = connect_many(
+        sub_runtime.handle(),
         &config,
         &format!("{prefix}s"),
         topo.subscribers.len(),
@@ -150,6 +152,7 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
             })?;
     }
     let (pub_attempts, pub_secs) = connect_many(
+        &Handle::current(),
         &config,
         &format!("{prefix}p"),
         topo.publishers.len(),
@@ -171,7 +174,6 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
     for recorder in &recorders {
         lock(recorder).set_warmup_end(warmup_end);
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
 
     // The subscribers' connections record on their own tasks: nothing to spawn for them.
     let mut clients: Vec<Client> = subscribers.into_iter().map(|(client, _)| client).collect();
@@ -187,12 +189,8 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
         ));
     }
     let progress = config.progress.then(|| {
-        tokio::spawn(progress(
-            counters.clone(),
-            recorders.clone(),
-            time,
-            stop_rx.clone(),
-        ))
+        let (counters, recorders) = (counters.clone(), recorders.clone());
+        tokio::task::spawn_blocking(move || progress(&counters, &recorders, time))
     });
 
     let mut published: Vec<(u32, Published)> = Vec::new();
@@ -224,7 +222,6 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     counters.stopped.store(true, Ordering::Relaxed);
-    let _ = stop_tx.send(true);
     if let Some(progress) = progress {
         let _ = progress.await;
     }
@@ -278,6 +275,41 @@ pub(super) async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> 
         messages: Some(stats),
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The runtime the subscribers' connections run on, apart from the publishers'.
+///
+/// A subscriber's connection task shares no scheduler with the publishers' tasks: in one
+/// runtime, one fan-in subscriber gets one turn in a thousand among a thousand unpaced
+/// publishers, and what the bench measures is then its own scheduling, not the broker. Its
+/// threads compete with the publishers' as the operating system shares the cores, as separate
+/// client processes would. Shut down without blocking when dropped (it is dropped inside the
+/// publishers' runtime), after the clients are disconnected.
+struct SubscriberRuntime(Option<Runtime>);
+
+impl SubscriberRuntime {
+    /// Starts it with one worker thread per core.
+    fn start() -> Result<Self, BenchError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("bench-subscribers")
+            .enable_all()
+            .build()
+            .map(|rt| SubscriberRuntime(Some(rt)))
+            .map_err(BenchError::Runtime)
+    }
+
+    /// Where to spawn the subscribers' connections.
+    fn handle(&self) -> &Handle {
+        self.0.as_ref().expect("running until dropped").handle()
+    }
+}
+
+impl Drop for SubscriberRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// The clients of `attempts`, or the first failure.
@@ -399,25 +431,27 @@ async fn publisher(
     (id, published)
 }
 
-/// Prints sent/s, received/s and the p99 so far on stderr every second.
-async fn progress(
-    counters: Arc<Counters>,
-    recorders: Vec<Arc<Mutex<Recorder>>>,
-    time: Timeline,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    let (mut last_sent, mut last_received) = (0, 0);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            _ = tick.tick() => {}
+/// Prints sent/s, received/s and the p99 so far on stderr every second, until the run stops.
+///
+/// It runs on a thread of its own (see `run`): as a task among a thousand unpaced publishers it
+/// was polled late, and its "per second" figures then counted whatever time had passed. Each
+/// rate is divided by the time that really passed since the previous line.
+fn progress(counters: &Counters, recorders: &[Arc<Mutex<Recorder>>], time: Timeline) {
+    const EVERY: Duration = Duration::from_secs(1);
+    let (mut last_at, mut last_sent, mut last_received) = (Instant::now(), 0, 0);
+    let mut next = last_at + EVERY;
+    while !counters.stopped.load(Ordering::Relaxed) {
+        let at = Instant::now();
+        if at < next {
+            // Short naps, so the end of the run is noticed quickly.
+            std::thread::sleep((next - at).min(Duration::from_millis(50)));
+            continue;
         }
+        next += EVERY;
         let sent = counters.sent.load(Ordering::Relaxed);
         let received = counters.received.load(Ordering::Relaxed);
         let mut latency = new_histogram();
-        for r in &recorders {
+        for r in recorders {
             let _ = latency.add(&lock(r).latency);
         }
         let now = now_ns();
@@ -433,12 +467,14 @@ async fn progress(
         } else {
             format!("{} us", latency.value_at_quantile(0.99))
         };
+        let secs = at.duration_since(last_at).as_secs_f64();
+        let per_sec = |n: u64| (n as f64 / secs).round() as u64;
         eprintln!(
             "[{phase:>7} {:>6.1}s] sent {:>9}/s  recv {:>9}/s  p99 {p99}",
             now.saturating_sub(time.start) as f64 / 1e9,
-            sent - last_sent,
-            received - last_received,
+            per_sec(sent - last_sent),
+            per_sec(received - last_received),
         );
-        (last_sent, last_received) = (sent, received);
+        (last_at, last_sent, last_received) = (at, sent, received);
     }
 }
