@@ -261,9 +261,12 @@ impl<O: Outlet> Broker<O> {
     /// with all matching Subscription Identifiers [MQTT-3.3.4-2..5], and to one member of each
     /// matching shared group.
     pub(crate) fn route(&mut self, now: Instant, msg: Arc<Message>) {
-        let mut hits: Vec<(SessionId, QoS, bool, Option<u32>)> = Vec::new();
+        // The list of matches is kept between calls: a fan-out to a thousand sessions does not
+        // allocate it again for every message.
+        let mut hits = std::mem::take(&mut self.route_hits);
+        hits.clear();
         let publisher = msg.publisher;
-        self.index.for_each_match(&msg.topic, |sid, e| {
+        let filters = self.index.for_each_match(&msg.topic, |sid, e| {
             // [MQTT-3.8.3-3] No Local: not to the publisher's own session.
             if e.options.no_local && Some(sid) == publisher {
                 return;
@@ -274,7 +277,11 @@ impl<O: Outlet> Broker<O> {
         self.shared_index
             .for_each_match(&msg.topic, |g, ()| groups.push(g));
 
-        hits.sort_unstable_by_key(|h| h.0);
+        // A session's overlapping subscriptions are merged below, which needs its matches next
+        // to each other; the matches of one filter name each session once.
+        if filters > 1 {
+            hits.sort_unstable_by_key(|h| h.0);
+        }
         let mut i = 0;
         while i < hits.len() {
             let sid = hits[i].0;
@@ -304,6 +311,8 @@ impl<O: Outlet> Broker<O> {
             };
             self.deliver(now, sid, d);
         }
+        hits.clear();
+        self.route_hits = hits;
         for g in groups {
             self.deliver_to_group(now, g, msg.clone(), None);
         }

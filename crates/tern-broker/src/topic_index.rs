@@ -135,9 +135,10 @@ impl<K: Copy + Eq + Hash, V> TopicIndex<K, V> {
         node.subs_mut(shape.hash).remove(key)
     }
 
-    /// Calls `f` once per (subscriber, filter) whose filter matches the topic NAME `topic`.
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(K, &V)) {
-        self.walk(topic, &mut f);
+    /// Calls `f` once per (subscriber, filter) whose filter matches the topic NAME `topic`;
+    /// returns how many filters matched. With at most one, no subscriber was reported twice.
+    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(K, &V)) -> usize {
+        self.walk(topic, &mut f).filters
     }
 
     /// The value of `key`'s subscription to `filter`, if it has one.
@@ -172,21 +173,22 @@ impl<K: Copy + Eq + Hash, V> TopicIndex<K, V> {
         Some(node.subs_mut(shape.hash))
     }
 
-    /// Calls `f` for every match of `topic`; returns how many trie nodes below the root it
-    /// visited (the cost of the wildcard part of the match).
-    fn walk(&self, topic: &str, f: &mut impl FnMut(K, &V)) -> usize {
+    /// Calls `f` for every match of `topic`; returns how many filters matched and how many
+    /// trie nodes below the root it visited (the cost of the wildcard part of the match).
+    fn walk(&self, topic: &str, f: &mut impl FnMut(K, &V)) -> Walked {
+        let mut walked = Walked::default();
         if let Some(subs) = self.exact.get(topic) {
-            subs.for_each(f);
+            walked.filters += subs.for_each(f);
         }
         let root = &self.root;
         if root.count == 0 {
-            return 0;
+            return walked;
         }
         // [MQTT-4.7.2-1]: the root's `#` and `+` never match a topic starting with `$`.
         let wild_ok = !topic.starts_with('$');
         let mut stack: WalkStack<(&Node<K, V>, Option<&str>)> = WalkStack::new();
         if wild_ok {
-            root.hash.for_each(f);
+            walked.filters += root.hash.for_each(f);
         }
         let (level, rest) = split_level(topic);
         if let Some(child) = root.children.get(level) {
@@ -195,12 +197,11 @@ impl<K: Copy + Eq + Hash, V> TopicIndex<K, V> {
         if let (true, Some(plus)) = (wild_ok, root.plus.as_deref()) {
             stack.push((plus, rest));
         }
-        let mut visited = 0;
         while let Some((node, rest)) = stack.pop() {
-            visited += 1;
-            node.hash.for_each(f);
+            walked.nodes += 1;
+            walked.filters += node.hash.for_each(f);
             match rest {
-                None => node.here.for_each(f),
+                None => walked.filters += node.here.for_each(f),
                 Some(rest) => {
                     let (level, rest) = split_level(rest);
                     if let Some(child) = node.children.get(level) {
@@ -212,7 +213,7 @@ impl<K: Copy + Eq + Hash, V> TopicIndex<K, V> {
                 }
             }
         }
-        visited
+        walked
     }
 
     /// Trie nodes below the root plus exact-filter entries: zero once everything is removed.
@@ -229,6 +230,15 @@ impl<K: Copy + Eq + Hash, V> TopicIndex<K, V> {
         }
         count
     }
+}
+
+/// What one match walk found besides the matches themselves.
+#[derive(Debug, Default, Clone, Copy)]
+struct Walked {
+    /// Filters that matched (subscriber sets that held at least one subscriber).
+    filters: usize,
+    /// Trie nodes below the root visited.
+    nodes: usize,
 }
 
 /// Splits off the first level of a topic: `a/b/c` gives `a` and `Some("b/c")`, `a` gives `a` and
@@ -473,12 +483,13 @@ impl<K: Copy + Eq + Hash, V> Subs<K, V> {
         }
     }
 
-    /// Calls `f` for every subscriber.
-    fn for_each(&self, f: &mut impl FnMut(K, &V)) {
+    /// Calls `f` for every subscriber; returns 1 if there was one, else 0 (a filter matched).
+    fn for_each(&self, f: &mut impl FnMut(K, &V)) -> usize {
         match self {
             Subs::Few(v) => v.iter().for_each(|(k, v)| f(*k, v)),
             Subs::Many(m) => m.iter().for_each(|(k, v)| f(*k, v)),
         }
+        usize::from(!self.is_empty())
     }
 }
 
@@ -788,13 +799,12 @@ mod tests {
         }
         assert_eq!(idx.node_count(), 1000);
         let mut hits = 0;
-        assert_eq!(
-            idx.walk("dev/7/state", &mut |k, _| {
-                assert_eq!(k, 7);
-                hits += 1
-            }),
-            0
-        );
+        let walked = idx.walk("dev/7/state", &mut |k, _| {
+            assert_eq!(k, 7);
+            hits += 1
+        });
+        assert_eq!(walked.nodes, 0);
+        assert_eq!(walked.filters, 1);
         assert_eq!(hits, 1);
     }
 
@@ -807,11 +817,13 @@ mod tests {
         }
         idx.insert("dev/+/state", 5000, ());
         let mut got = Vec::new();
-        let visited = idx.walk("dev/7/state", &mut |k, _| got.push(k));
+        let walked = idx.walk("dev/7/state", &mut |k, _| got.push(k));
         got.sort();
         assert_eq!(got, [7, 7, 5000]);
         // dev, dev/7, dev/7/+, dev/+, dev/+/state
-        assert_eq!(visited, 5);
+        assert_eq!(walked.nodes, 5);
+        // dev/7/#, dev/7/+, dev/+/state
+        assert_eq!(walked.filters, 3);
     }
 
     #[test]
