@@ -11,6 +11,9 @@
 //!
 //! One iteration is one PUBLISH (16-byte payload) from the publisher:
 //! - `qos0/{n}`: routed and delivered at QoS 0.
+//! - `qos0-one-filter/1000`: the same with every subscriber on the one filter
+//!   `site/17/dev/4711/temp`, the shape of a fan-out to the subscribers of one topic (whose
+//!   matches need no merging by session).
 //! - `qos1/{n}`: the publisher gets a PUBACK; each subscriber gets a QoS 1 PUBLISH, and its PUBACK
 //!   is fed back to the broker within the same iteration, as a client would answer. This is the
 //!   steady state of a QoS 1 stream: the in-flight windows never fill and nothing is queued. The
@@ -93,7 +96,8 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(n: usize) -> Self {
+    /// A broker with `n` subscribers, subscriber `i` on `filters[i % filters.len()]`.
+    fn new(n: usize, filters: &[&str]) -> Self {
         let mut broker = Broker::new(BrokerConfig::default());
         let now = Instant::now();
         let sink = Rc::new(RefCell::new(Sink {
@@ -121,7 +125,6 @@ impl Fixture {
             conn
         };
         let publisher = connect(&mut broker, usize::MAX, ProtocolVersion::V5, "pub".into());
-        let filters = [TOPIC, "site/17/+/4711/temp", "site/17/#"];
         let mut subscribers = Vec::with_capacity(n);
         for i in 0..n {
             let version = if i % 2 == 0 {
@@ -182,9 +185,15 @@ impl Fixture {
 fn bench_publish(c: &mut Criterion) {
     let payload = Bytes::from_static(&[0x5a; 16]);
     let mut group = c.benchmark_group("publish_path");
-    for (name, qos) in [("qos0", QoS::AtMostOnce), ("qos1", QoS::AtLeastOnce)] {
-        for n in [1, 1000] {
-            let mut f = Fixture::new(n);
+    let mixed = [TOPIC, "site/17/+/4711/temp", "site/17/#"];
+    let cases: [(&str, QoS, &[&str], &[usize]); 3] = [
+        ("qos0", QoS::AtMostOnce, &mixed, &[1, 1000]),
+        ("qos1", QoS::AtLeastOnce, &mixed, &[1, 1000]),
+        ("qos0-one-filter", QoS::AtMostOnce, &[TOPIC], &[1000]),
+    ];
+    for (name, qos, filters, sizes) in cases {
+        for &n in sizes {
+            let mut f = Fixture::new(n, filters);
             let before = f.sink.borrow().publishes;
             f.publish(qos, &payload);
             assert_eq!(f.sink.borrow().publishes - before, n as u64);
