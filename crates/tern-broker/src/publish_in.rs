@@ -261,10 +261,9 @@ impl<O: Outlet> Broker<O> {
     /// with all matching Subscription Identifiers [MQTT-3.3.4-2..5], and to one member of each
     /// matching shared group.
     pub(crate) fn route(&mut self, now: Instant, msg: Arc<Message>) {
-        // The list of matches is kept between calls: a fan-out to a thousand sessions does not
-        // allocate it again for every message.
+        // The list of matches (left empty by the last call) is kept for its capacity: a
+        // fan-out to a thousand sessions does not allocate it again for every message.
         let mut hits = std::mem::take(&mut self.route_hits);
-        hits.clear();
         let publisher = msg.publisher;
         let filters = self.index.for_each_match(&msg.topic, |sid, e| {
             // [MQTT-3.8.3-3] No Local: not to the publisher's own session.
