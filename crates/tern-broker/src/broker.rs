@@ -10,7 +10,7 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tern_codec::{Disconnect, Packet, ProtocolVersion, QoS, ReasonCode, Violation};
+use tern_codec::{Disconnect, Packet, ProtocolVersion, ReasonCode, Violation};
 
 use crate::BrokerConfig;
 use crate::durable::{Journal, send_after};
@@ -150,10 +150,6 @@ pub(crate) struct CloseHow {
     pub why: &'static str,
 }
 
-/// One subscription matched by a routed message: the session, the subscription's QoS, its
-/// Retain As Published option and its Subscription Identifier.
-pub(crate) type RouteHit = (SessionId, QoS, bool, Option<u32>);
-
 /// The broker core; see the crate doc for the calling protocol.
 pub struct Broker<O: Outlet> {
     pub(crate) config: Arc<BrokerConfig>,
@@ -176,7 +172,7 @@ pub struct Broker<O: Outlet> {
     /// What delivering found backed up since [`Broker::take_backpressure`] last took it.
     pub(crate) backpressure: BackedUp,
     /// The matches of the message being routed, kept for their capacity (cleared after use).
-    pub(crate) route_hits: Vec<RouteHit>,
+    pub(crate) route_hits: Vec<crate::publish_in::RouteHit>,
     next_conn: u64,
     next_session: u64,
     next_group: u64,

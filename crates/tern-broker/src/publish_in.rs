@@ -20,6 +20,10 @@ use crate::session::{Delivery, GroupId, Message, SessionId};
 /// Topics under this prefix belong to the broker [MQTT-4.7.2-1]; clients cannot publish there.
 const SYS_PREFIX: &str = "$SYS";
 
+/// One subscription matched by a routed message: the session, the subscription's QoS, its
+/// Retain As Published option and its Subscription Identifier.
+pub(crate) type RouteHit = (SessionId, QoS, bool, Option<u32>);
+
 impl<O: Outlet> Broker<O> {
     /// Handles PUBLISH from a connected client.
     pub(crate) fn handle_publish(
