@@ -15,6 +15,8 @@ pub mod server;
 
 mod conn;
 mod listener;
+#[cfg(feature = "lock-stats")]
+mod lock_stats;
 mod mailbox;
 mod persistence;
 mod shared;

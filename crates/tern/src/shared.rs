@@ -67,8 +67,12 @@ impl SharedBroker {
     /// Run one broker call with the current time, then wake the timer if the call made an
     /// earlier deadline than the one it sleeps on.
     pub(crate) fn call<R>(&self, f: impl FnOnce(&mut Broker<ConnOutlet>, Instant) -> R) -> R {
+        #[cfg(feature = "lock-stats")]
+        let asked = Instant::now();
         let (result, wake) = {
             let mut state = self.lock();
+            #[cfg(feature = "lock-stats")]
+            let _held = crate::lock_stats::Held::since(asked);
             // Read the clock under the lock so the core sees times in the order of its calls.
             let now = Instant::now();
             let result = f(&mut state.broker, now);
@@ -93,7 +97,11 @@ impl SharedBroker {
 
     /// For the timer task: fire due deadlines; the timer is not armed until it re-arms.
     pub(crate) fn fire_timer(&self) {
+        #[cfg(feature = "lock-stats")]
+        let asked = Instant::now();
         let mut state = self.lock();
+        #[cfg(feature = "lock-stats")]
+        let _held = crate::lock_stats::Held::since(asked);
         state.armed = None;
         let now = Instant::now();
         state.broker.handle_timeout(now);
