@@ -253,6 +253,11 @@ impl<O: Outlet> Broker<O> {
     }
 
     /// A packet decoded from `conn`.
+    ///
+    /// A PUBLISH payload is kept as it is given, for as long as the message is retained or
+    /// queued: a transport that decodes payloads as slices of its read buffer should detach
+    /// them first ([`tern_codec::Publish::detach`]), or each message pins the whole buffer.
+    /// Doing it before this call keeps the copy out of whatever lock guards the broker.
     pub fn handle_packet(&mut self, now: Instant, conn: ConnId, packet: Packet) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -416,6 +421,12 @@ impl<O: Outlet> Broker<O> {
     /// batch: the rest would only be dropped too.
     pub fn dropped_for_backpressure(&self) -> bool {
         self.backpressure.dropped
+    }
+
+    /// Messages sent or dropped for subscribers so far: the routing work done, for an edge that
+    /// bounds how long one batch of packets holds the core.
+    pub fn deliveries(&self) -> u64 {
+        self.stats.publish_sent + self.stats.dropped
     }
 
     /// The outlet of connection `id`, if it is open.

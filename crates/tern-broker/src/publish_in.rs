@@ -8,8 +8,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use tern_codec::{Ack, ProtocolVersion, Publish, QoS, ReasonCode, Violation};
 
 use crate::broker::{Broker, CloseHow, ConnId, Outlet};
@@ -149,10 +147,9 @@ impl<O: Outlet> Broker<O> {
                     .message_expiry_interval
                     .map(|secs| now + Duration::from_secs(secs.into())),
                 topic: std::mem::take(&mut p.topic),
-                // One copy per inbound message (never per subscriber): the decoded payload is a
-                // slice of the connection's read buffer, and a retained or queued message must
-                // not pin that whole buffer for as long as it lives.
-                payload: Bytes::copy_from_slice(&p.payload),
+                // Kept as given: the transport detaches it from its read buffer (see
+                // `Broker::handle_packet`).
+                payload: std::mem::take(&mut p.payload),
                 qos: p.qos,
                 retain: p.retain,
                 properties: std::mem::take(&mut p.properties),

@@ -54,6 +54,15 @@ pub(crate) fn validate_response_topic(properties: &Properties) -> Result<(), Vio
 }
 
 impl Publish {
+    /// Copies the payload and the Correlation Data out of the read buffer they are slices of,
+    /// so a message kept for long does not pin that whole buffer.
+    pub fn detach(&mut self) {
+        self.payload = Bytes::copy_from_slice(&self.payload);
+        if let Some(data) = &mut self.properties.correlation_data {
+            *data = Bytes::copy_from_slice(data);
+        }
+    }
+
     /// Parses a PUBLISH from its fixed-header `flags` and body.
     pub(crate) fn decode(
         flags: u8,
@@ -275,6 +284,23 @@ mod tests {
             panic!("not a publish");
         };
         assert!(range.contains(&(p.payload.as_ptr() as usize)));
+    }
+
+    #[test]
+    fn detach_copies_payload_and_correlation_data_out_of_the_read_buffer() {
+        let mut sent = publish(QoS::AtLeastOnce);
+        sent.properties.correlation_data = Some(Bytes::from_static(b"corr"));
+        let bytes = encode(&Packet::Publish(sent.clone()), V5);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let Some(Packet::Publish(mut p)) = crate::decode(&mut buf, V5, 1024).unwrap() else {
+            panic!("not a publish");
+        };
+        p.detach();
+        assert!(!range.contains(&(p.payload.as_ptr() as usize)));
+        let corr = p.properties.correlation_data.as_ref().unwrap();
+        assert!(!range.contains(&(corr.as_ptr() as usize)));
+        assert_eq!(p, sent);
     }
 
     #[test]
