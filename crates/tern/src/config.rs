@@ -359,9 +359,11 @@ max_inflight = {max_inflight}
 topic_alias_maximum = {topic_alias_maximum}
 # Largest keepalive allowed, seconds (v5 clients are told Server Keep Alive, v3 are refused).
 max_keepalive = {max_keepalive}
-# Messages held per session while offline or beyond the in-flight window.
+# Messages held per session while offline or beyond the in-flight window (also the most
+# packets waiting for a connected client's socket before QoS 0 messages to it are dropped).
 max_queued_messages = {max_queued_messages}
-# Payload bytes held per session while offline or beyond the in-flight window; 0 = no limit.
+# Payload bytes held per session while offline or beyond the in-flight window, and waiting
+# for a connected client's socket; 0 = no limit.
 max_queued_bytes = {max_queued_bytes}
 # Queue QoS 0 messages for offline persistent sessions.
 queue_qos0_offline = {queue_qos0_offline}

@@ -94,9 +94,13 @@ pub(crate) struct Backpressure {
     backlog: AtomicUsize,
     /// Backlog at which the connection counts as congested.
     max_backlog: usize,
+    /// Payload bytes of the PUBLISHes handed to the connection and not yet written.
+    backlog_bytes: AtomicUsize,
+    /// Payload bytes at which the connection counts as congested; 0 for no byte limit.
+    max_backlog_bytes: usize,
     /// The session queue reached `pause_publishers_at` (set and cleared by the core).
     queued: AtomicBool,
-    /// The socket backlog reached its limit and QoS 0 messages were dropped (set when the core
+    /// The socket backlog reached a limit and QoS 0 messages were dropped (set when the core
     /// finds the outlet congested, cleared by the connection's writing at half the limit).
     congested: AtomicBool,
     /// A publisher waited [`MAX_PAUSE`] without this connection draining: nobody waits for it
@@ -106,10 +110,12 @@ pub(crate) struct Backpressure {
 }
 
 impl Backpressure {
-    fn new(max_backlog: usize) -> Self {
+    fn new(max_backlog: usize, max_backlog_bytes: usize) -> Self {
         Backpressure {
             backlog: AtomicUsize::new(0),
             max_backlog: max_backlog.max(1),
+            backlog_bytes: AtomicUsize::new(0),
+            max_backlog_bytes,
             queued: AtomicBool::new(false),
             congested: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
@@ -117,13 +123,27 @@ impl Backpressure {
         }
     }
 
-    /// `n` packets were written: count them off the backlog, and clear the congestion once
-    /// it is down to half the limit.
-    fn written(&self, n: usize) {
-        let before = self.backlog.fetch_sub(n, Ordering::Relaxed);
-        if before.saturating_sub(n) <= self.max_backlog / 2 {
+    /// `n` packets carrying `bytes` payload bytes were written: count them off the backlog,
+    /// and clear the congestion once it is down to half of both limits.
+    fn written(&self, n: usize, bytes: usize) {
+        let left = self
+            .backlog
+            .fetch_sub(n, Ordering::Relaxed)
+            .saturating_sub(n);
+        let left_bytes = self
+            .backlog_bytes
+            .fetch_sub(bytes, Ordering::Relaxed)
+            .saturating_sub(bytes);
+        if left <= self.max_backlog / 2 && left_bytes <= self.max_backlog_bytes / 2 {
             self.set_congested(false);
         }
+    }
+
+    /// Whether the backlog is at either limit.
+    fn over_limit(&self) -> bool {
+        self.backlog.load(Ordering::Relaxed) >= self.max_backlog
+            || (self.max_backlog_bytes > 0
+                && self.backlog_bytes.load(Ordering::Relaxed) >= self.max_backlog_bytes)
     }
 
     fn set_queued(&self, on: bool) {
@@ -172,14 +192,19 @@ impl Drop for ConnOutlet {
 impl Outlet for ConnOutlet {
     fn send(&mut self, frame: Frame) {
         // A push that fails means the connection is gone: it is closing and the packet moot.
+        let bytes = payload_len(&frame);
         if self.tx.push(Outbound::Frame(frame)) {
-            self.backpressure.backlog.fetch_add(1, Ordering::Relaxed);
+            let bp = &self.backpressure;
+            bp.backlog.fetch_add(1, Ordering::Relaxed);
+            if bytes > 0 {
+                bp.backlog_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
         }
     }
 
     fn is_congested(&self) -> bool {
         let bp = &self.backpressure;
-        let congested = bp.backlog.load(Ordering::Relaxed) >= bp.max_backlog;
+        let congested = bp.over_limit();
         if congested {
             // The core drops QoS 0 messages for it now, and pauses the clients sending them.
             bp.set_congested(true);
@@ -217,6 +242,17 @@ pub(crate) struct ConnParams {
     /// Packets waiting for the socket at which a connection counts as congested (QoS 0
     /// messages to it are then dropped by the core).
     pub max_backlog: usize,
+    /// Payload bytes waiting for the socket at which a connection counts as congested; 0 for
+    /// no byte limit.
+    pub max_backlog_bytes: usize,
+}
+
+/// Payload bytes of `frame`: what the byte limit of a connection's backlog counts.
+fn payload_len(frame: &Frame) -> usize {
+    match frame {
+        Frame::Publish(p) => p.msg.payload.len(),
+        _ => 0,
+    }
 }
 
 /// Register an accepted socket with the core and spawn the task that drives it.
@@ -231,7 +267,10 @@ pub(crate) fn spawn(
         tracing::debug!(%peer, "could not set TCP_NODELAY: {e}");
     }
     let (tx, rx) = mailbox::mailbox();
-    let backpressure = Arc::new(Backpressure::new(params.max_backlog));
+    let backpressure = Arc::new(Backpressure::new(
+        params.max_backlog,
+        params.max_backlog_bytes,
+    ));
     let outlet = ConnOutlet {
         tx,
         backpressure: backpressure.clone(),
@@ -314,6 +353,8 @@ struct Buffers {
     out: BytesMut,
     /// Packets encoded into `out` and not yet counted off the backlog.
     unwritten: usize,
+    /// Their payload bytes.
+    unwritten_bytes: usize,
 }
 
 impl Buffers {
@@ -326,6 +367,7 @@ impl Buffers {
                     if let Some(Outbound::Frame(frame)) = self.queued.pop_front() {
                         frame.encode(version, &mut self.out);
                         self.unwritten += 1;
+                        self.unwritten_bytes += payload_len(&frame);
                     }
                 }
                 Some(Outbound::Close) | None => break,
@@ -336,7 +378,10 @@ impl Buffers {
     /// `out` was written in full: count its packets off the backlog.
     fn written(&mut self, backpressure: &Backpressure) {
         self.out.clear();
-        backpressure.written(std::mem::take(&mut self.unwritten));
+        backpressure.written(
+            std::mem::take(&mut self.unwritten),
+            std::mem::take(&mut self.unwritten_bytes),
+        );
     }
 
     /// Gives back each buffer that is empty; true if all of them were (the box can go).

@@ -166,6 +166,7 @@ impl Server {
             },
             max_packet_size: config.broker.max_packet_size,
             max_backlog: config.broker.max_queued_messages,
+            max_backlog_bytes: config.broker.max_queued_bytes,
         });
         let limit = match config.server.max_connections {
             0 => None,

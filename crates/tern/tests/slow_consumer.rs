@@ -1,6 +1,6 @@
 //! A subscriber that stops reading does not make the broker hold QoS 0 messages without
-//! bound: once its backlog reaches the queue limit, QoS 0 messages for it are dropped (and
-//! counted), and everyone else carries on.
+//! bound: once its backlog reaches the queue limit (in messages or in payload bytes), QoS 0
+//! messages for it are dropped (and counted), and everyone else carries on.
 
 mod support;
 
@@ -13,11 +13,25 @@ use tern_codec::{Connect, Packet, PacketId, Properties, Subscribe, SubscriptionO
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos0_to_a_stalled_subscriber_is_dropped_not_hoarded() {
+    flood_a_stalled_subscriber(50, 0).await;
+}
+
+/// The message limit is far above the flood's 30,000 messages: only the 64 KiB byte limit can
+/// make the broker drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_backlog_is_bounded_in_bytes_too() {
+    flood_a_stalled_subscriber(100_000, 64 * 1024).await;
+}
+
+/// Floods a subscriber that stopped reading with 30 MB of QoS 0 messages, with the given queue
+/// limits, and checks that more than 1000 of them were dropped for it.
+async fn flood_a_stalled_subscriber(max_queued_messages: usize, max_queued_bytes: usize) {
     let mut config = support::in_memory();
     config.listeners = vec![ListenerConfig {
         bind: "127.0.0.1:0".parse().expect("addr"),
     }];
-    config.broker.max_queued_messages = 50;
+    config.broker.max_queued_messages = max_queued_messages;
+    config.broker.max_queued_bytes = max_queued_bytes;
     config.server.sys_interval_secs = 1;
     let server = support::start_with(config).await;
     let addr = server.local_addr();
@@ -38,7 +52,7 @@ async fn qos0_to_a_stalled_subscriber_is_dropped_not_hoarded() {
     stalled.send_packet(&Packet::Subscribe(subscribe), v5).await;
     stalled.recv_packet(v5).await.expect("SUBACK");
 
-    // 30 MB of QoS 0 messages: far more than the socket buffers and the 50-message limit.
+    // 30 MB of QoS 0 messages: far more than the socket buffers and either limit.
     let (publisher, _) = Client::connect(addr, ConnectOptions::new(v5, "flooder"))
         .await
         .expect("connect");
