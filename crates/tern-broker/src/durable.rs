@@ -15,7 +15,7 @@ use std::time::Instant;
 use tern_codec::ReasonCode;
 
 use crate::broker::{Broker, Conn, ConnId, Outlet, Timer};
-use crate::frame::Frame;
+use crate::frame::{AckKind, Frame};
 use crate::persist::{SessionRecord, Snapshot, StoreOp, StoredDelivery, Ticket};
 use crate::session::{Delivery, Inflight, Session, SessionId};
 
@@ -161,6 +161,8 @@ impl<O: Outlet> Broker<O> {
         );
         self.journal.failing = true;
         let mut close = Vec::new();
+        // Inbound QoS 2 flows refused below: their identifiers are free again.
+        let mut refused = Vec::new();
         for &id in &self.holding {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
@@ -175,6 +177,11 @@ impl<O: Outlet> Broker<O> {
                             break;
                         }
                         *reason = ReasonCode::UNSPECIFIED_ERROR;
+                        if let (Frame::Ack(AckKind::PubRec, packet_id, _), Some(sid)) =
+                            (&p, c.session)
+                        {
+                            refused.push((sid, *packet_id));
+                        }
                     }
                     c.outlet.send(p);
                 } else {
@@ -185,6 +192,20 @@ impl<O: Outlet> Broker<O> {
         }
         self.holding
             .retain(|id| self.conns.get(id).is_some_and(|c| !c.held.is_empty()));
+        // [MQTT-4.3.3] A PUBREC of 0x80 or above ends the flow: the client may reuse the
+        // identifier for a new message, which must not be taken for a duplicate of this one.
+        for (sid, packet_id) in refused {
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            if s.release_inbound_qos2(packet_id) && s.persists() {
+                let client_id = s.client_id.clone();
+                self.journal.push(StoreOp::DeleteInbound {
+                    client_id,
+                    packet_id: packet_id.get(),
+                });
+            }
+        }
         for id in close {
             self.close_conn(
                 now,

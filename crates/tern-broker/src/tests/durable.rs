@@ -364,6 +364,51 @@ fn a_failed_commit_nacks_v5_disconnects_v3_and_refuses_new_work() {
     assert_eq!(p5.packets(), vec![Packet::PubAck(Ack::new(pid(4)))]);
 }
 
+/// A PUBREC of 0x80 ends the QoS 2 flow [MQTT-4.3.3]: the publisher may reuse the packet
+/// identifier at once, and its next message with that identifier is a new message, routed and
+/// acknowledged, not a duplicate of the refused one.
+#[test]
+fn a_qos2_id_refused_by_a_failed_commit_is_free_for_a_new_message() {
+    let mut h = durable_harness(PersistMode::Sync);
+    let mut model = Model::default();
+    let (sub, _) = persistent(&mut h, "sub", true);
+    sub.subscribe(&mut h, "t", QoS::ExactlyOnce);
+    h.broker.handle_closed(h.now, sub.conn);
+    model.commit(&mut h);
+    let (p, _) = persistent(&mut h, "p", true);
+    model.commit(&mut h);
+    p.publish(&mut h, publish("t", "first", QoS::ExactlyOnce, 7));
+    let (t, _) = h.broker.poll_persist().expect("a batch to commit");
+    h.broker.handle_persist_failed(h.now, t);
+    assert_eq!(
+        p.packets(),
+        vec![Packet::PubRec(Ack::with_reason(
+            pid(7),
+            ReasonCode::UNSPECIFIED_ERROR
+        ))]
+    );
+    // The store recovers; the client sends a new message with the same identifier.
+    h.broker.handle_persisted(t);
+    model.commit(&mut h);
+    p.publish(&mut h, publish("t", "second", QoS::ExactlyOnce, 7));
+    model.commit(&mut h);
+    assert_eq!(p.packets(), vec![Packet::PubRec(Ack::new(pid(7)))]);
+    let stored: Vec<_> = model
+        .deliveries
+        .values()
+        .map(|d| d.msg.payload.clone())
+        .collect();
+    assert!(
+        stored.iter().any(|payload| &payload[..] == b"second"),
+        "the second message was routed to the offline session: {stored:?}"
+    );
+    assert_eq!(
+        model.inbound.keys().collect::<Vec<_>>(),
+        vec![&("p".to_string(), 7)],
+        "one open inbound flow, the second message's"
+    );
+}
+
 #[test]
 fn held_packets_are_dropped_when_the_connection_closes() {
     let mut h = durable_harness(PersistMode::Sync);
