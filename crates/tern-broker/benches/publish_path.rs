@@ -14,6 +14,9 @@
 //! - `qos0-one-filter/1000`: the same with every subscriber on the one filter
 //!   `site/17/dev/4711/temp`, the shape of a fan-out to the subscribers of one topic (whose
 //!   matches need no merging by session).
+//! - `qos0-props/1000`: the same as `qos0/1000` with a message that carries the properties of
+//!   a v5 request (Content Type, Response Topic, 16 bytes of Correlation Data and two User
+//!   Properties), which the v5 subscribers receive.
 //! - `qos1/{n}`: the publisher gets a PUBACK; each subscriber gets a QoS 1 PUBLISH, and its PUBACK
 //!   is fed back to the broker within the same iteration, as a client would answer. This is the
 //!   steady state of a QoS 1 stream: the in-flight windows never fill and nothing is queued. The
@@ -160,7 +163,7 @@ impl Fixture {
     }
 
     /// One PUBLISH from the publisher, then the subscribers' PUBACKs.
-    fn publish(&mut self, qos: QoS, payload: &Bytes) {
+    fn publish(&mut self, qos: QoS, properties: &Properties, payload: &Bytes) {
         self.next_id = self.next_id.checked_add(1).unwrap_or(1);
         let p = Publish {
             dup: false,
@@ -168,7 +171,7 @@ impl Fixture {
             retain: false,
             topic: TOPIC.into(),
             packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(self.next_id).expect("> 0")),
-            properties: Properties::default(),
+            properties: properties.clone(),
             payload: payload.clone(),
         };
         self.broker
@@ -182,27 +185,43 @@ impl Fixture {
     }
 }
 
+/// A case: its name, the QoS of the publish, the subscribers' filters (in turn), the
+/// subscriber counts to run it with and the message's properties.
+type Case<'a> = (&'a str, QoS, &'a [&'a str], &'a [usize], &'a Properties);
+
 fn bench_publish(c: &mut Criterion) {
     let payload = Bytes::from_static(&[0x5a; 16]);
     let mut group = c.benchmark_group("publish_path");
     let mixed = [TOPIC, "site/17/+/4711/temp", "site/17/#"];
-    let cases: [(&str, QoS, &[&str], &[usize]); 3] = [
-        ("qos0", QoS::AtMostOnce, &mixed, &[1, 1000]),
-        ("qos1", QoS::AtLeastOnce, &mixed, &[1, 1000]),
-        ("qos0-one-filter", QoS::AtMostOnce, &[TOPIC], &[1000]),
+    let none = Properties::default();
+    let request = Properties {
+        content_type: Some("application/json".into()),
+        response_topic: Some("site/17/dev/4711/reply".into()),
+        correlation_data: Some(Bytes::from_static(&[0xc7; 16])),
+        user_properties: vec![
+            ("source".into(), "gateway-3".into()),
+            ("schema".into(), "temp.v2".into()),
+        ],
+        ..Properties::default()
+    };
+    let cases: [Case; 4] = [
+        ("qos0", QoS::AtMostOnce, &mixed, &[1, 1000], &none),
+        ("qos1", QoS::AtLeastOnce, &mixed, &[1, 1000], &none),
+        ("qos0-one-filter", QoS::AtMostOnce, &[TOPIC], &[1000], &none),
+        ("qos0-props", QoS::AtMostOnce, &mixed, &[1000], &request),
     ];
-    for (name, qos, filters, sizes) in cases {
+    for (name, qos, filters, sizes, properties) in cases {
         for &n in sizes {
             let mut f = Fixture::new(n, filters);
             let before = f.sink.borrow().publishes;
-            f.publish(qos, &payload);
+            f.publish(qos, properties, &payload);
             assert_eq!(f.sink.borrow().publishes - before, n as u64);
 
             group.throughput(Throughput::Elements(n as u64));
             let mut published = 1u64;
             group.bench_function(BenchmarkId::new(name, n), |b| {
                 b.iter(|| {
-                    f.publish(qos, black_box(&payload));
+                    f.publish(qos, properties, black_box(&payload));
                     published += 1;
                 })
             });

@@ -216,6 +216,7 @@ impl<O: Outlet> Broker<O> {
             properties: Default::default(),
             expires_at: None,
             publisher: None,
+            shared_properties: Default::default(),
         };
         broker
             .retained

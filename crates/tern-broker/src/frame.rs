@@ -65,8 +65,10 @@ pub struct OutPublish {
 }
 
 impl OutPublish {
-    /// The PUBLISH as borrowed parts for the codec.
-    pub fn view(&self) -> PublishRef<'_> {
+    /// The PUBLISH as borrowed parts for the codec, to be encoded for `version`: for v5 the
+    /// message's shared properties come encoded once per message (see
+    /// [`Message::shared_properties`]).
+    pub fn view(&self, version: ProtocolVersion) -> PublishRef<'_> {
         PublishRef {
             dup: self.dup,
             qos: self.qos,
@@ -77,6 +79,7 @@ impl OutPublish {
             message_expiry_interval: self.expiry,
             subscription_identifiers: &self.sub_ids,
             topic_alias: self.topic_alias,
+            shared_properties: version.is_v5().then(|| self.msg.shared_properties()),
             payload: &self.msg.payload,
         }
     }
@@ -119,7 +122,7 @@ impl Frame {
     /// Exact number of bytes [`Frame::encode`] writes for `version`.
     pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
         match self {
-            Frame::Publish(p) => p.view().encoded_len(version),
+            Frame::Publish(p) => p.view(version).encoded_len(version),
             Frame::Ack(_, _, reason) => Ack::bare_len(*reason, version),
             Frame::Packet(p) => p.encoded_len(version),
         }
@@ -128,7 +131,7 @@ impl Frame {
     /// Appends the wire form for `version` to `out`.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) {
         match self {
-            Frame::Publish(p) => p.view().encode(version, out),
+            Frame::Publish(p) => p.view(version).encode(version, out),
             Frame::Ack(kind, id, reason) => {
                 Ack::encode_bare(kind.packet_type(), *id, *reason, version, out)
             }
@@ -268,6 +271,7 @@ mod tests {
             properties,
             expires_at: None,
             publisher: None,
+            shared_properties: Default::default(),
         });
         let cases = [
             (QoS::AtMostOnce, None, None, vec![], None, true),

@@ -154,6 +154,7 @@ impl<O: Outlet> Broker<O> {
                 retain: p.retain,
                 properties: std::mem::take(&mut p.properties),
                 publisher: Some(sid),
+                shared_properties: Default::default(),
             };
             self.accept_message(now, Arc::new(msg));
         } else if p.qos == QoS::AtMostOnce
@@ -389,6 +390,7 @@ impl<O: Outlet> Broker<O> {
             retain: w.will.retain && self.config.retain_available,
             properties,
             publisher: Some(sid),
+            shared_properties: Default::default(),
         };
         self.accept_message(now, Arc::new(msg));
     }

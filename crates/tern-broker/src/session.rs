@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::num::NonZeroU64;
 
 use rustc_hash::FxHashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -53,9 +53,20 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The session that published it, for No Local.
     pub publisher: Option<SessionId>,
+    /// Its properties as every v5 delivery writes them (all but the per-delivery ones),
+    /// encoded by the first delivery that needs them: a message fanned out to many v5
+    /// subscribers encodes them once, not once per subscriber. Leave it empty when building
+    /// a message.
+    pub shared_properties: OnceLock<Bytes>,
 }
 
 impl Message {
+    /// [`Message::shared_properties`], encoded now if no delivery did yet.
+    pub fn shared_properties(&self) -> &[u8] {
+        self.shared_properties
+            .get_or_init(|| self.properties.encode_shared_part())
+    }
+
     /// True once the message expiry interval has passed.
     pub fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|t| now >= t)
@@ -368,6 +379,7 @@ mod tests {
                 properties: Properties::default(),
                 expires_at: None,
                 publisher: None,
+                shared_properties: Default::default(),
             }),
             qos: QoS::AtLeastOnce,
             retain: false,

@@ -24,6 +24,7 @@ impl<O: Outlet> Broker<O> {
             properties: Default::default(),
             expires_at: None,
             publisher: None,
+            shared_properties: Default::default(),
         });
         self.retained.insert(topic, msg.clone());
         self.route(now, msg);

@@ -286,20 +286,20 @@ impl Properties {
     /// Length of the properties themselves, without the Property Length prefix, with the
     /// per-delivery properties taken from `pd`.
     fn content_len_with(&self, pd: PerDelivery<'_>) -> usize {
+        pd.content_len() + self.shared_len()
+    }
+
+    /// Length of every property but the per-delivery ones (see [`PerDelivery`]).
+    pub(crate) fn shared_len(&self) -> usize {
         let b = |o: &Option<u8>| o.map_or(0, |_| 2);
         let w = |o: &Option<u16>| o.map_or(0, |_| 3);
         let d = |o: &Option<u32>| o.map_or(0, |_| 5);
         let s = |o: &Option<String>| o.as_ref().map_or(0, |v| 1 + field_len(v.as_bytes()));
         let bin = |o: &Option<Bytes>| o.as_ref().map_or(0, |v| 1 + field_len(v));
         b(&self.payload_format_indicator)
-            + d(&pd.message_expiry_interval)
             + s(&self.content_type)
             + s(&self.response_topic)
             + bin(&self.correlation_data)
-            + pd.subscription_identifiers
-                .iter()
-                .map(|&v| 1 + varint::len(v))
-                .sum::<usize>()
             + d(&self.session_expiry_interval)
             + s(&self.assigned_client_identifier)
             + w(&self.server_keep_alive)
@@ -313,7 +313,6 @@ impl Properties {
             + s(&self.reason_string)
             + w(&self.receive_maximum)
             + w(&self.topic_alias_maximum)
-            + w(&pd.topic_alias)
             + b(&self.maximum_qos)
             + b(&self.retain_available)
             + self
@@ -338,7 +337,8 @@ impl Properties {
         varint::len(n as u32) + n
     }
 
-    /// Writes the Property Length and the properties, in identifier order.
+    /// Writes the Property Length and the properties: the per-delivery ones first, then the
+    /// others in identifier order (the specification sets no order).
     pub(crate) fn encode(&self, out: &mut impl BufMut) {
         self.encode_with(self.per_delivery(), out);
     }
@@ -346,39 +346,26 @@ impl Properties {
     /// [`Self::encode`] with the per-delivery properties taken from `pd`.
     pub(crate) fn encode_with(&self, pd: PerDelivery<'_>, out: &mut impl BufMut) {
         varint::encode(self.content_len_with(pd) as u32, out);
-        fn b(out: &mut impl BufMut, id: u8, o: Option<u8>) {
-            if let Some(v) = o {
-                out.put_u8(id);
-                out.put_u8(v);
-            }
-        }
-        fn w(out: &mut impl BufMut, id: u8, o: Option<u16>) {
-            if let Some(v) = o {
-                out.put_u8(id);
-                out.put_u16(v);
-            }
-        }
-        fn d(out: &mut impl BufMut, id: u8, o: Option<u32>) {
-            if let Some(v) = o {
-                out.put_u8(id);
-                out.put_u32(v);
-            }
-        }
-        fn f(out: &mut impl BufMut, id: u8, o: Option<&[u8]>) {
-            if let Some(v) = o {
-                out.put_u8(id);
-                put_field(out, v);
-            }
-        }
+        pd.encode(out);
+        self.encode_shared(out);
+    }
+
+    /// The properties every delivery of a PUBLISH shares (all but Message Expiry Interval,
+    /// Subscription Identifiers and Topic Alias), encoded once for [`crate::PublishRef`]'s
+    /// `shared_properties`, so that a message fanned out to many v5 subscribers does not
+    /// encode them again for each.
+    pub fn encode_shared_part(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.shared_len());
+        self.encode_shared(&mut out);
+        out.into()
+    }
+
+    /// Writes every property but the per-delivery ones, in identifier order.
+    pub(crate) fn encode_shared(&self, out: &mut impl BufMut) {
         b(out, 0x01, self.payload_format_indicator);
-        d(out, 0x02, pd.message_expiry_interval);
         f(out, 0x03, self.content_type.as_deref().map(str::as_bytes));
         f(out, 0x08, self.response_topic.as_deref().map(str::as_bytes));
         f(out, 0x09, self.correlation_data.as_deref());
-        for &v in pd.subscription_identifiers {
-            out.put_u8(0x0B);
-            varint::encode(v, out);
-        }
         d(out, 0x11, self.session_expiry_interval);
         f(
             out,
@@ -410,7 +397,6 @@ impl Properties {
         f(out, 0x1F, self.reason_string.as_deref().map(str::as_bytes));
         w(out, 0x21, self.receive_maximum);
         w(out, 0x22, self.topic_alias_maximum);
-        w(out, 0x23, pd.topic_alias);
         b(out, 0x24, self.maximum_qos);
         b(out, 0x25, self.retain_available);
         for (k, v) in &self.user_properties {
@@ -422,6 +408,61 @@ impl Properties {
         b(out, 0x28, self.wildcard_subscription_available);
         b(out, 0x29, self.subscription_identifier_available);
         b(out, 0x2A, self.shared_subscription_available);
+    }
+}
+
+impl PerDelivery<'_> {
+    /// Length of these properties on the wire.
+    pub(crate) fn content_len(&self) -> usize {
+        self.message_expiry_interval.map_or(0, |_| 5)
+            + self
+                .subscription_identifiers
+                .iter()
+                .map(|&v| 1 + varint::len(v))
+                .sum::<usize>()
+            + self.topic_alias.map_or(0, |_| 3)
+    }
+
+    /// Writes these properties.
+    pub(crate) fn encode(&self, out: &mut impl BufMut) {
+        d(out, 0x02, self.message_expiry_interval);
+        for &v in self.subscription_identifiers {
+            out.put_u8(0x0B);
+            varint::encode(v, out);
+        }
+        w(out, 0x23, self.topic_alias);
+    }
+}
+
+/// Writes a one-byte property if present.
+fn b(out: &mut impl BufMut, id: u8, o: Option<u8>) {
+    if let Some(v) = o {
+        out.put_u8(id);
+        out.put_u8(v);
+    }
+}
+
+/// Writes a two-byte property if present.
+fn w(out: &mut impl BufMut, id: u8, o: Option<u16>) {
+    if let Some(v) = o {
+        out.put_u8(id);
+        out.put_u16(v);
+    }
+}
+
+/// Writes a four-byte property if present.
+fn d(out: &mut impl BufMut, id: u8, o: Option<u32>) {
+    if let Some(v) = o {
+        out.put_u8(id);
+        out.put_u32(v);
+    }
+}
+
+/// Writes a string or binary property if present.
+fn f(out: &mut impl BufMut, id: u8, o: Option<&[u8]>) {
+    if let Some(v) = o {
+        out.put_u8(id);
+        put_field(out, v);
     }
 }
 

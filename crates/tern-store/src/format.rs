@@ -324,6 +324,7 @@ fn read_message_body(r: &mut Reader<'_>, anchor: &Anchor) -> Result<Message, Dec
         properties: p.properties,
         expires_at,
         publisher: None,
+        shared_properties: Default::default(),
     })
 }
 

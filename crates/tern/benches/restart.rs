@@ -35,6 +35,7 @@ fn message(topic: String, payload: &'static [u8]) -> Arc<Message> {
         properties: Default::default(),
         expires_at: None,
         publisher: None,
+        shared_properties: Default::default(),
     })
 }
 

@@ -229,6 +229,7 @@ mod tests {
             properties: Default::default(),
             expires_at: None,
             publisher: None,
+            shared_properties: Default::default(),
         };
         let delivery = StoredDelivery {
             msg: Arc::new(msg),

@@ -6,7 +6,9 @@ use crate::packet::codec::{framed_len, put_fixed_header};
 use crate::properties::{Allowed, PerDelivery};
 use crate::topic::{TopicError, validate_name};
 use crate::wire::{RULE_NUL, Reader, field_len, put_field};
-use crate::{PacketId, PacketType, Properties, ProtocolVersion, QoS, ReasonCode, Violation};
+use crate::{
+    PacketId, PacketType, Properties, ProtocolVersion, QoS, ReasonCode, Violation, varint,
+};
 
 /// An application message [MQTT-3.3].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -123,6 +125,7 @@ impl Publish {
             message_expiry_interval: self.properties.message_expiry_interval,
             subscription_identifiers: &self.properties.subscription_identifiers,
             topic_alias: self.properties.topic_alias,
+            shared_properties: None,
             payload: &self.payload,
         }
     }
@@ -151,6 +154,10 @@ pub struct PublishRef<'a> {
     pub subscription_identifiers: &'a [u32],
     /// 0x23 Topic Alias of this delivery.
     pub topic_alias: Option<u16>,
+    /// The message's other properties already encoded by
+    /// [`Properties::encode_shared_part`], written as they are instead of encoding
+    /// `properties` again; `None` encodes `properties`.
+    pub shared_properties: Option<&'a [u8]>,
     /// Application payload.
     pub payload: &'a [u8],
 }
@@ -172,12 +179,22 @@ impl PublishRef<'_> {
             | u8::from(self.retain)
     }
 
+    /// Length of the properties without their length prefix.
+    fn properties_len(&self) -> usize {
+        self.per_delivery().content_len()
+            + match self.shared_properties {
+                Some(shared) => shared.len(),
+                None => self.properties.shared_len(),
+            }
+    }
+
     /// Length of the body encoded for `version`.
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
         field_len(self.topic.as_bytes())
             + if self.qos == QoS::AtMostOnce { 0 } else { 2 }
             + if version.is_v5() {
-                self.properties.wire_len_with(self.per_delivery())
+                let n = self.properties_len();
+                varint::len(n as u32) + n
             } else {
                 0
             }
@@ -191,7 +208,12 @@ impl PublishRef<'_> {
             out.put_u16(self.packet_id.map_or(0, PacketId::get));
         }
         if version.is_v5() {
-            self.properties.encode_with(self.per_delivery(), out);
+            varint::encode(self.properties_len() as u32, out);
+            self.per_delivery().encode(out);
+            match self.shared_properties {
+                Some(shared) => out.put_slice(shared),
+                None => self.properties.encode_shared(out),
+            }
         }
         out.put_slice(self.payload);
     }
@@ -255,6 +277,53 @@ mod tests {
         let mut p = publish(QoS::AtLeastOnce);
         p.properties = every_property();
         assert_round_trip(&Packet::Publish(p), V5);
+    }
+
+    #[test]
+    fn shared_properties_encoded_once_give_the_same_bytes() {
+        let mut message = every_property();
+        message.subscription_identifiers.clear();
+        message.topic_alias = None;
+        let shared = message.encode_shared_part();
+        let sub_ids = [1, 300, 268_435_455];
+        for props in [Properties::default(), message.clone()] {
+            let shared_part = props.encode_shared_part();
+            for (expiry, ids, alias) in [
+                (None, &[][..], None),
+                (Some(7), &sub_ids[..2], Some(3)),
+                (Some(u32::MAX), &sub_ids[..], None),
+            ] {
+                let mut p = publish(QoS::AtLeastOnce);
+                p.properties = props.clone();
+                let direct = PublishRef {
+                    message_expiry_interval: expiry,
+                    subscription_identifiers: ids,
+                    topic_alias: alias,
+                    ..p.view()
+                };
+                let cached = PublishRef {
+                    shared_properties: Some(&shared_part),
+                    ..direct
+                };
+                for v in [V3_1_1, V5] {
+                    let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+                    direct.encode(v, &mut a);
+                    cached.encode(v, &mut b);
+                    assert_eq!(a, b, "{props:?} {expiry:?} {ids:?} {alias:?} {v:?}");
+                    assert_eq!(b.len(), cached.encoded_len(v));
+                    let Packet::Publish(back) = decode_all(&b, v).unwrap() else {
+                        panic!("not a publish")
+                    };
+                    if v == V5 {
+                        assert_eq!(back.properties.message_expiry_interval, expiry);
+                        assert_eq!(back.properties.subscription_identifiers, ids);
+                        assert_eq!(back.properties.user_properties, props.user_properties);
+                    }
+                }
+            }
+        }
+        assert!(!shared.is_empty());
+        assert!(Properties::default().encode_shared_part().is_empty());
     }
 
     #[test]
