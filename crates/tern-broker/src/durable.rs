@@ -192,7 +192,7 @@ impl<O: Outlet> Broker<O> {
         }
         self.holding
             .retain(|id| self.conns.get(id).is_some_and(|c| !c.held.is_empty()));
-        // [MQTT-4.3.3] A PUBREC of 0x80 or above ends the flow: the client may reuse the
+        // [MQTT-4.3.3-9] A PUBREC of 0x80 or above ends the flow: the client may reuse the
         // identifier for a new message, which must not be taken for a duplicate of this one.
         for (sid, packet_id) in refused {
             let Some(s) = self.sessions.get_mut(&sid) else {

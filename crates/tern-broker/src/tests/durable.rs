@@ -364,7 +364,7 @@ fn a_failed_commit_nacks_v5_disconnects_v3_and_refuses_new_work() {
     assert_eq!(p5.packets(), vec![Packet::PubAck(Ack::new(pid(4)))]);
 }
 
-/// A PUBREC of 0x80 ends the QoS 2 flow [MQTT-4.3.3]: the publisher may reuse the packet
+/// [MQTT-4.3.3-9] A PUBREC of 0x80 ends the QoS 2 flow: the publisher may reuse the packet
 /// identifier at once, and its next message with that identifier is a new message, routed and
 /// acknowledged, not a duplicate of the refused one.
 #[test]
