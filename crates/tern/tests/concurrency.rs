@@ -10,11 +10,12 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Publish, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS};
 use support::start_broker;
 use tern::Server;
 use tern_broker::BrokerConfig;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 /// Publishers sending at once.
@@ -24,29 +25,93 @@ const MESSAGES: u32 = 400;
 /// How long the whole exchange of one QoS level may take.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Connects client `id` (clean session) and returns it with the receiver of the PUBLISHes it
-/// gets; its event loop runs in a task of its own and waits for the CONNACK first.
-async fn client(server: &Server, id: &str) -> (AsyncClient, UnboundedReceiver<Publish>) {
+/// Options for client `id` of `server`: clean session, 30 s Keep Alive.
+fn options(server: &Server, id: &str) -> MqttOptions {
     let addr = server.local_addr();
     let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(options, 256);
-    match timeout(support::TIMEOUT, eventloop.poll()).await {
-        Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {}
-        other => panic!("{id}: no CONNACK: {other:?}"),
-    }
-    let (tx, rx) = unbounded_channel();
-    tokio::spawn(drive(eventloop, tx));
-    (client, rx)
+    options
 }
 
-/// Polls `eventloop` until it fails, passing on every PUBLISH it receives.
-async fn drive(mut eventloop: EventLoop, publishes: tokio::sync::mpsc::UnboundedSender<Publish>) {
-    while let Ok(event) = eventloop.poll().await {
-        if let Event::Incoming(Incoming::Publish(p)) = event {
-            let _ = publishes.send(p);
+/// A connected rumqttc client whose event loop runs in a task of its own, until the
+/// connection fails (it does not reconnect).
+struct Peer {
+    client: AsyncClient,
+    /// The PUBLISHes it received, in order.
+    publishes: UnboundedReceiver<Publish>,
+    /// One item per SUBACK it received.
+    subacks: UnboundedReceiver<()>,
+    /// The event loop's task.
+    task: JoinHandle<()>,
+}
+
+impl Peer {
+    /// Connects with `options` and waits for the CONNACK.
+    async fn connect(options: MqttOptions) -> Peer {
+        let id = options.client_id();
+        let (client, mut eventloop) = AsyncClient::new(options, 256);
+        match timeout(support::TIMEOUT, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {}
+            other => panic!("{id}: no CONNACK: {other:?}"),
+        }
+        let (pub_tx, publishes) = unbounded_channel();
+        let (ack_tx, subacks) = unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                match event {
+                    Event::Incoming(Incoming::Publish(p)) => {
+                        let _ = pub_tx.send(p);
+                    }
+                    Event::Incoming(Incoming::SubAck(_)) => {
+                        let _ = ack_tx.send(());
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Peer {
+            client,
+            publishes,
+            subacks,
+            task,
         }
     }
+
+    /// Subscribes to `filter` and waits for the SUBACK, after which the subscription is in
+    /// place.
+    async fn subscribe(&mut self, filter: &str, qos: QoS) {
+        self.client.subscribe(filter, qos).await.unwrap();
+        timeout(support::TIMEOUT, self.subacks.recv())
+            .await
+            .expect("SUBACK within the timeout")
+            .expect("event loop running");
+    }
+}
+
+/// Connects client `id` of `server` with a clean session.
+async fn peer(server: &Server, id: &str) -> Peer {
+    Peer::connect(options(server, id)).await
+}
+
+/// Spawns a client that publishes `MESSAGES` numbered messages as `publisher` to `topic`,
+/// then stays connected until the returned task is awaited.
+async fn publisher(
+    server: &Server,
+    id: &str,
+    publisher: u8,
+    topic: String,
+    qos: QoS,
+) -> JoinHandle<Peer> {
+    let p = peer(server, id).await;
+    tokio::spawn(async move {
+        for seq in 0..MESSAGES {
+            p.client
+                .publish(topic.clone(), qos, false, payload(publisher, seq))
+                .await
+                .unwrap();
+        }
+        p
+    })
 }
 
 /// A payload naming its publisher and its sequence number.
@@ -93,8 +158,9 @@ async fn receive_in_order(
     counts
 }
 
-/// Eight publishers send at the same time to a wildcard subscriber and to one subscriber each:
-/// every subscriber gets each publisher's messages in the order they were published
+/// Eight publishers send at the same time to a subscriber with two overlapping wildcard
+/// filters and to one subscriber each: every subscriber gets each message once, and each
+/// publisher's messages in the order they were published
 /// ([MQTT-4.6.0-6] of 3.1.1, the clients' level), and at QoS 1 and 2 it gets all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_keep_per_publisher_order() {
@@ -108,55 +174,31 @@ async fn concurrent_publishers_keep_per_publisher_order() {
         .into_iter()
         .enumerate()
     {
-        let (all, mut all_rx) = client(&server, &format!("all-{level}")).await;
-        all.subscribe(format!("order/{level}/#"), QoS::ExactlyOnce)
-            .await
-            .unwrap();
+        // Two overlapping filters: each message must still arrive once.
+        let mut all = peer(&server, &format!("all-{level}")).await;
+        for filter in [format!("order/{level}/#"), format!("order/{level}/+")] {
+            all.subscribe(&filter, QoS::ExactlyOnce).await;
+        }
         let mut singles = Vec::new();
         for p in 0..PUBLISHERS {
-            let (c, rx) = client(&server, &format!("single-{level}-{p}")).await;
-            c.subscribe(format!("order/{level}/{p}"), QoS::ExactlyOnce)
-                .await
-                .unwrap();
-            singles.push((c, rx));
-        }
-        // The SUBACKs are not awaited by rumqttc's subscribe; a round trip through every
-        // subscriber's connection makes sure each subscription is in place.
-        let (probe, _probe_rx) = client(&server, &format!("probe-{level}")).await;
-        for p in 0..PUBLISHERS {
-            probe
-                .publish(
-                    format!("order/{level}/{p}"),
-                    QoS::AtLeastOnce,
-                    false,
-                    vec![],
-                )
-                .await
-                .unwrap();
-        }
-        drain_probes(&mut all_rx, usize::from(PUBLISHERS)).await;
-        for (_, rx) in &mut singles {
-            drain_probes(rx, 1).await;
+            let mut single = peer(&server, &format!("single-{level}-{p}")).await;
+            single
+                .subscribe(&format!("order/{level}/{p}"), QoS::ExactlyOnce)
+                .await;
+            singles.push(single);
         }
 
         let mut tasks = Vec::new();
         for p in 0..PUBLISHERS {
-            let (c, _rx) = client(&server, &format!("pub-{level}-{p}")).await;
-            tasks.push(tokio::spawn(async move {
-                for seq in 0..MESSAGES {
-                    c.publish(format!("order/{level}/{p}"), qos, false, payload(p, seq))
-                        .await
-                        .unwrap();
-                }
-                // Keep the client (and its event loop's requests) alive until the end.
-                c
-            }));
+            let (id, topic) = (format!("pub-{level}-{p}"), format!("order/{level}/{p}"));
+            tasks.push(publisher(&server, &id, p, topic, qos).await);
         }
         let total = usize::from(PUBLISHERS) * MESSAGES as usize;
-        let counts = receive_in_order("wildcard subscriber", &mut all_rx, total, qos).await;
+        let counts = receive_in_order("wildcard subscriber", &mut all.publishes, total, qos).await;
         let mut single_counts = Vec::new();
-        for (p, (_, rx)) in singles.iter_mut().enumerate() {
+        for (p, single) in singles.iter_mut().enumerate() {
             let name = format!("subscriber of publisher {p}");
+            let rx = &mut single.publishes;
             single_counts.push(receive_in_order(&name, rx, MESSAGES as usize, qos).await);
         }
         for t in tasks {
@@ -182,13 +224,190 @@ async fn concurrent_publishers_keep_per_publisher_order() {
     }
 }
 
-/// Takes the `n` empty probe messages each subscriber gets before the test traffic.
-async fn drain_probes(rx: &mut UnboundedReceiver<Publish>, n: usize) {
-    for _ in 0..n {
-        let p = timeout(support::TIMEOUT, rx.recv())
-            .await
-            .expect("probe message within the timeout")
-            .expect("event loop running");
-        assert!(p.payload.is_empty(), "a probe, not test traffic");
+/// Four members share `$share/g/shared/#` while four publishers send at QoS 1; halfway
+/// through, one member leaves (its clean session ends) and a new one joins. No message is
+/// lost: what the leaving member had not acknowledged goes to another member (MQTT 5.0
+/// section 4.8.2: the server SHOULD send it to another member).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_group_loses_nothing_while_members_come_and_go() {
+    const SHARED_PUBLISHERS: u8 = 4;
+    let server = start_broker(BrokerConfig {
+        max_queued_messages: 100_000,
+        ..BrokerConfig::default()
+    })
+    .await;
+    // Every member's deliveries are forwarded to one channel.
+    let (tx, mut rx) = unbounded_channel();
+    let join = |id: String, tx: UnboundedSender<Publish>| {
+        let server = &server;
+        async move {
+            let mut member = peer(server, &id).await;
+            member
+                .subscribe("$share/g/shared/#", QoS::AtLeastOnce)
+                .await;
+            let mut publishes = std::mem::replace(&mut member.publishes, unbounded_channel().1);
+            let forward = tokio::spawn(async move {
+                while let Some(p) = publishes.recv().await {
+                    let _ = tx.send(p);
+                }
+            });
+            (member, forward)
+        }
+    };
+    let mut members = Vec::new();
+    for m in 0..4 {
+        members.push(join(format!("member-{m}"), tx.clone()).await);
+    }
+
+    let mut tasks = Vec::new();
+    for p in 0..SHARED_PUBLISHERS {
+        let topic = format!("shared/{p}");
+        tasks.push(publisher(&server, &format!("spub-{p}"), p, topic, QoS::AtLeastOnce).await);
+    }
+    let total = usize::from(SHARED_PUBLISHERS) * MESSAGES as usize;
+    let mut seen: HashMap<(u8, u32), u32> = HashMap::new();
+    let mut changed = false;
+    let done = timeout(DEADLINE, async {
+        while seen.len() < total {
+            let Some(p) = rx.recv().await else { break };
+            *seen.entry(parse(&p)).or_default() += 1;
+            if !changed && seen.len() >= total / 2 {
+                changed = true;
+                let (leaving, forward) = members.remove(0);
+                leaving.client.disconnect().await.unwrap();
+                let _ = timeout(support::TIMEOUT, leaving.task).await;
+                // What it received before leaving was forwarded already or is lost with it:
+                // either way it acknowledged only what it received.
+                let _ = timeout(support::TIMEOUT, forward).await;
+                members.push(join("member-new".into(), tx.clone()).await);
+            }
+        }
+    })
+    .await;
+    assert!(changed, "the membership changed during the run");
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        done.is_ok(),
+        "{} of {total} messages arrived within {DEADLINE:?}",
+        seen.len()
+    );
+    for p in 0..SHARED_PUBLISHERS {
+        for seq in 0..MESSAGES {
+            assert!(
+                seen.contains_key(&(p, seq)),
+                "message {seq} of publisher {p} lost"
+            );
+        }
+    }
+}
+
+/// A client id is taken over while its persistent session receives a QoS 1 stream: the old
+/// connection is closed [MQTT-3.1.4-2], and the old and new connections together receive
+/// every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_under_load_loses_no_qos1_message() {
+    let server = start_broker(BrokerConfig {
+        max_queued_messages: 100_000,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let mut persistent = options(&server, "taken-over");
+    persistent.set_clean_session(false);
+    let mut first = Peer::connect(persistent.clone()).await;
+    first.subscribe("takeover/t", QoS::AtLeastOnce).await;
+
+    let sender = publisher(&server, "tpub", 0, "takeover/t".into(), QoS::AtLeastOnce).await;
+    let mut seen: HashMap<u32, u32> = HashMap::new();
+    // Let the stream get going, then connect a second client with the same id.
+    let started = timeout(support::TIMEOUT, async {
+        while seen.len() < MESSAGES as usize / 4 {
+            let Some(p) = first.publishes.recv().await else {
+                break;
+            };
+            *seen.entry(parse(&p).1).or_default() += 1;
+        }
+    })
+    .await;
+    assert!(started.is_ok(), "the stream started");
+    let mut second = Peer::connect(persistent).await;
+    timeout(support::TIMEOUT, first.task)
+        .await
+        .expect("the first connection is closed by the takeover")
+        .unwrap();
+    while let Ok(p) = first.publishes.try_recv() {
+        *seen.entry(parse(&p).1).or_default() += 1;
+    }
+    let done = timeout(DEADLINE, async {
+        while seen.len() < MESSAGES as usize {
+            let Some(p) = second.publishes.recv().await else {
+                break;
+            };
+            *seen.entry(parse(&p).1).or_default() += 1;
+        }
+    })
+    .await;
+    sender.await.unwrap();
+    assert!(
+        done.is_ok(),
+        "{} of {MESSAGES} messages arrived",
+        seen.len()
+    );
+    for seq in 0..MESSAGES {
+        assert!(
+            seen.contains_key(&seq),
+            "message {seq} lost in the takeover"
+        );
+    }
+}
+
+/// A retained value is republished over and over while clients subscribe: every subscriber
+/// ends with the last value, and the values it sees never go backwards (3.1.1's
+/// [MQTT-3.3.1-6]: the last retained message is sent on a new subscription).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_publishes_racing_subscribes_are_never_lost() {
+    const SUBSCRIBERS: usize = 8;
+    let server = start_broker(BrokerConfig::default()).await;
+    let writer = peer(&server, "rpub").await;
+    let writer = tokio::spawn(async move {
+        for seq in 0..MESSAGES {
+            writer
+                .client
+                .publish("retained/value", QoS::AtLeastOnce, true, payload(0, seq))
+                .await
+                .unwrap();
+        }
+        writer
+    });
+    let mut subscribers = Vec::new();
+    for s in 0..SUBSCRIBERS {
+        let mut subscriber = peer(&server, &format!("rsub-{s}")).await;
+        subscriber
+            .subscribe("retained/value", QoS::AtLeastOnce)
+            .await;
+        subscribers.push(subscriber);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    writer.await.unwrap();
+    for (s, subscriber) in subscribers.iter_mut().enumerate() {
+        let mut last = None;
+        let reached = timeout(DEADLINE, async {
+            while let Some(p) = subscriber.publishes.recv().await {
+                let seq = parse(&p).1;
+                if let Some(before) = last {
+                    assert!(seq >= before, "subscriber {s}: value {seq} after {before}");
+                }
+                last = Some(seq);
+                if seq == MESSAGES - 1 {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            reached.is_ok(),
+            "subscriber {s} never got the last value; last seen {last:?}"
+        );
     }
 }
