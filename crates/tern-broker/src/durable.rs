@@ -92,6 +92,18 @@ impl Journal {
     }
 }
 
+/// True for the packets a connection holds because they promise a stored record to their
+/// receiver: a QoS 2 PUBLISH (the session's delivery record, so that a crash cannot make it
+/// arrive twice) and a PUBREL (its QoS 2 state). Acknowledgments to a publisher promise the
+/// message itself; anything else is held only because it queues behind one of these.
+fn promises_a_record(frame: &Frame) -> bool {
+    match frame {
+        Frame::Publish(p) => p.qos == tern_codec::QoS::ExactlyOnce,
+        Frame::Ack(kind, ..) => *kind == AckKind::PubRel,
+        Frame::Packet(_) => false,
+    }
+}
+
 /// Sends `frame` on `c`, or holds it behind `wait` (and behind anything already held).
 /// Returns true when the connection just started holding.
 pub(crate) fn send_after<O: Outlet>(c: &mut Conn<O>, frame: Frame, wait: Option<Ticket>) -> bool {
@@ -153,7 +165,9 @@ impl<O: Outlet> Broker<O> {
     /// Committing the batches up to `ticket` failed: what waited for them cannot be promised.
     /// v5 publishers get their acknowledgment with 0x80 (Unspecified error); v3 publishers,
     /// which have no negative acknowledgment, are disconnected so that they resend later.
-    /// Until a commit succeeds again, new QoS 1/2 messages are refused (0x97 Quota exceeded).
+    /// QoS 2 PUBLISH and PUBREL packets to subscribers stay held until a later commit makes
+    /// their records durable; what was held only behind them is sent. Until a commit succeeds
+    /// again, new QoS 1/2 messages are refused (0x97 Quota exceeded).
     pub fn handle_persist_failed(&mut self, now: Instant, ticket: Ticket) {
         tracing::error!(
             ticket,
@@ -170,23 +184,25 @@ impl<O: Outlet> Broker<O> {
             let v5 = c.version.is_v5();
             let mut kept = VecDeque::new();
             for (t, mut p) in std::mem::take(&mut c.held) {
-                if t <= ticket {
-                    if let Some(reason) = p.publisher_ack_reason() {
-                        if !v5 {
-                            close.push(id);
-                            break;
-                        }
-                        *reason = ReasonCode::UNSPECIFIED_ERROR;
-                        if let (Frame::Ack(AckKind::PubRec, packet_id, _), Some(sid)) =
-                            (&p, c.session)
-                        {
-                            refused.push((sid, *packet_id));
-                        }
-                    }
-                    c.outlet.send(p);
-                } else {
+                if t > ticket || promises_a_record(&p) {
+                    // A QoS 2 PUBLISH or a PUBREL to a persistent session goes out only once
+                    // its record is durable: the store keeps the failed operations and commits
+                    // them with its next success, which releases these.
                     kept.push_back((t, p));
+                    continue;
                 }
+                if let Some(reason) = p.publisher_ack_reason() {
+                    if !v5 {
+                        close.push(id);
+                        break;
+                    }
+                    *reason = ReasonCode::UNSPECIFIED_ERROR;
+                    if let (Frame::Ack(AckKind::PubRec, packet_id, _), Some(sid)) = (&p, c.session)
+                    {
+                        refused.push((sid, *packet_id));
+                    }
+                }
+                c.outlet.send(p);
             }
             c.held = kept;
         }

@@ -409,6 +409,47 @@ fn a_qos2_id_refused_by_a_failed_commit_is_free_for_a_new_message() {
     );
 }
 
+/// A QoS 2 PUBLISH to a persistent session is sent only once its record is durable, even
+/// when the commit it waited for failed: were it sent and the broker to crash, the client
+/// would hold a QoS 2 flow the restarted broker knows nothing of, and take a later message
+/// with the same identifier for a duplicate. It stays held until the store, which keeps the
+/// failed operations, commits them; a PINGRESP held behind it goes out at once.
+#[test]
+fn a_failed_commit_keeps_qos2_publishes_to_persistent_sessions_held_until_a_success() {
+    let mut h = durable_harness(PersistMode::Sync);
+    let mut model = Model::default();
+    let (sub, _) = persistent(&mut h, "sub", true);
+    sub.subscribe(&mut h, "t", QoS::ExactlyOnce);
+    model.commit(&mut h);
+    sub.take();
+    let p = h.v5("p");
+    p.publish(&mut h, publish("t", "x", QoS::ExactlyOnce, 1));
+    sub.send(&mut h, Packet::PingReq);
+    let (t, ops) = h.broker.poll_persist().expect("the delivery's record");
+    h.broker.handle_persist_failed(h.now, t);
+    assert_eq!(
+        p.packets(),
+        vec![Packet::PubRec(Ack::with_reason(
+            pid(1),
+            ReasonCode::UNSPECIFIED_ERROR
+        ))]
+    );
+    assert_eq!(
+        sub.packets(),
+        vec![Packet::PingResp],
+        "the PUBLISH waits for its record"
+    );
+    // The store retries the same operations and succeeds.
+    for op in ops {
+        model.apply(op);
+    }
+    h.broker.handle_persisted(t);
+    let got = sub.publishes();
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].payload[..], b"x");
+    assert_eq!(model.deliveries.len(), 1, "sent once its record is stored");
+}
+
 #[test]
 fn held_packets_are_dropped_when_the_connection_closes() {
     let mut h = durable_harness(PersistMode::Sync);
