@@ -38,8 +38,8 @@ use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tern_broker::{Broker, BrokerConfig, ConnId, Frame, Outlet};
 use tern_codec::{
-    Ack, Connect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
-    SubscriptionOptions,
+    Ack, Connect, Packet, PacketId, Properties, PropertySet, ProtocolVersion, Publish, QoS,
+    Subscribe, SubscriptionOptions,
 };
 
 /// The topic every publish goes to.
@@ -194,7 +194,7 @@ fn bench_publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish_path");
     let mixed = [TOPIC, "site/17/+/4711/temp", "site/17/#"];
     let none = Properties::default();
-    let request = Properties {
+    let request = PropertySet {
         content_type: Some("application/json".into()),
         response_topic: Some("site/17/dev/4711/reply".into()),
         correlation_data: Some(Bytes::from_static(&[0xc7; 16])),
@@ -202,8 +202,9 @@ fn bench_publish(c: &mut Criterion) {
             ("source".into(), "gateway-3".into()),
             ("schema".into(), "temp.v2".into()),
         ],
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     let cases: [Case; 4] = [
         ("qos0", QoS::AtMostOnce, &mixed, &[1, 1000], &none),
         ("qos1", QoS::AtLeastOnce, &mixed, &[1, 1000], &none),

@@ -38,7 +38,8 @@ impl<O: Outlet> Broker<O> {
         let version = c.version;
 
         // Topic alias [MQTT-3.3.2-7..12]: 0 and values above our maximum are invalid.
-        if let Some(alias) = p.properties.topic_alias.take() {
+        // (Through `get_mut`: a PUBLISH without properties keeps none boxed.)
+        if let Some(alias) = p.properties.get_mut().and_then(|p| p.topic_alias.take()) {
             if alias == 0 || alias > self.config.topic_alias_maximum {
                 return self.violation(
                     now,
@@ -379,7 +380,9 @@ impl<O: Outlet> Broker<O> {
             return;
         }
         let mut properties = w.will.properties;
-        properties.will_delay_interval = None;
+        if let Some(p) = properties.get_mut() {
+            p.will_delay_interval = None;
+        }
         let msg = Message {
             expires_at: properties
                 .message_expiry_interval

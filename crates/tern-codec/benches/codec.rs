@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tern_codec::{
-    Ack, Connect, Disconnect, LastWill, Packet, PacketId, Properties, ProtocolVersion, Publish,
-    QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, decode,
+    Ack, Connect, Disconnect, LastWill, Packet, PacketId, Properties, PropertySet, ProtocolVersion,
+    Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, decode,
 };
 
 /// A packet, the version it is coded for, and a name for the report.
@@ -36,24 +36,26 @@ fn pid(n: u16) -> PacketId {
 /// A v5 CONNECT as a real device sends it: credentials, a will with a delay, session expiry,
 /// flow-control properties and a user property.
 fn connect_v5() -> Packet {
-    let properties = Properties {
+    let properties = PropertySet {
         session_expiry_interval: Some(3600),
         receive_maximum: Some(100),
         maximum_packet_size: Some(256 * 1024),
         topic_alias_maximum: Some(16),
         request_problem_information: Some(1),
         user_properties: vec![("region".into(), "eu-west".into())],
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     let will = LastWill {
         topic: "site/17/dev/4711/status".into(),
         payload: Bytes::from_static(b"offline"),
         qos: QoS::AtLeastOnce,
         retain: true,
-        properties: Properties {
+        properties: PropertySet {
             will_delay_interval: Some(10),
-            ..Properties::default()
-        },
+            ..Default::default()
+        }
+        .into(),
     };
     Packet::Connect(Box::new(Connect {
         protocol: ProtocolVersion::V5,
@@ -88,10 +90,11 @@ fn subscribe_v5() -> Packet {
     };
     Packet::Subscribe(Subscribe {
         packet_id: pid(7),
-        properties: Properties {
+        properties: PropertySet {
             subscription_identifiers: vec![12],
-            ..Properties::default()
-        },
+            ..Default::default()
+        }
+        .into(),
         filters: vec![
             ("site/17/dev/4711/cmd".into(), opts(QoS::AtLeastOnce)),
             ("site/17/+/4711/config".into(), opts(QoS::AtLeastOnce)),

@@ -20,5 +20,5 @@ pub mod wire;
 
 pub use error::Violation;
 pub use packet::*;
-pub use properties::Properties;
+pub use properties::{Properties, PropertySet};
 pub use reason::ReasonCode;

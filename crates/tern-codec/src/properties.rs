@@ -5,10 +5,115 @@ use bytes::{BufMut, Bytes};
 use crate::wire::{Reader, field_len, put_field};
 use crate::{ReasonCode, Violation, varint};
 
-/// The properties of a v5 packet. Each packet type allows a subset; decoding rejects others
-/// and duplicates of single-valued properties (section 2.2.2.2).
+/// The properties of a v5 packet, boxed only when one is set: most packets carry none, and a
+/// packet or a stored message without properties then pays one pointer for them instead of a
+/// whole [`PropertySet`]. Reading goes through to the set (an empty one when none is boxed);
+/// writing through `DerefMut` boxes an empty set first, so a hot path that may only clear a
+/// field uses [`Properties::get_mut`] instead.
+#[derive(Clone, Default)]
+pub struct Properties(Option<Box<PropertySet>>);
+
+/// The set every empty [`Properties`] reads as.
+static EMPTY: PropertySet = PropertySet {
+    payload_format_indicator: None,
+    message_expiry_interval: None,
+    content_type: None,
+    response_topic: None,
+    correlation_data: None,
+    subscription_identifiers: Vec::new(),
+    session_expiry_interval: None,
+    assigned_client_identifier: None,
+    server_keep_alive: None,
+    authentication_method: None,
+    authentication_data: None,
+    request_problem_information: None,
+    will_delay_interval: None,
+    request_response_information: None,
+    response_information: None,
+    server_reference: None,
+    reason_string: None,
+    receive_maximum: None,
+    topic_alias_maximum: None,
+    topic_alias: None,
+    maximum_qos: None,
+    retain_available: None,
+    user_properties: Vec::new(),
+    maximum_packet_size: None,
+    wildcard_subscription_available: None,
+    subscription_identifier_available: None,
+    shared_subscription_available: None,
+};
+
+impl Properties {
+    /// True when no property is set (what v3 packets always carry).
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(PropertySet::is_empty)
+    }
+
+    /// The set, for changing it, if one is boxed: `None` means every property is absent.
+    pub fn get_mut(&mut self) -> Option<&mut PropertySet> {
+        self.0.as_deref_mut()
+    }
+
+    /// The set, taken out (an empty one when none is boxed).
+    pub fn into_set(self) -> PropertySet {
+        self.0.map_or_else(PropertySet::default, |b| *b)
+    }
+
+    /// Reads a Property Length and the properties behind it, allowing only `allowed`.
+    pub(crate) fn decode(r: &mut Reader, allowed: Allowed) -> Result<Properties, Violation> {
+        if r.peek() == Some(0) {
+            // Property Length 0: nothing to box.
+            r.varint()?;
+            return Ok(Properties::default());
+        }
+        // A non-zero length holds at least one property (or is refused).
+        PropertySet::decode(r, allowed).map(|set| Properties(Some(Box::new(set))))
+    }
+}
+
+impl From<PropertySet> for Properties {
+    fn from(set: PropertySet) -> Properties {
+        if set.is_empty() {
+            Properties(None)
+        } else {
+            Properties(Some(Box::new(set)))
+        }
+    }
+}
+
+impl std::ops::Deref for Properties {
+    type Target = PropertySet;
+
+    fn deref(&self) -> &PropertySet {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for Properties {
+    fn deref_mut(&mut self) -> &mut PropertySet {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl PartialEq for Properties {
+    fn eq(&self, other: &Properties) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Properties {}
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+/// Every property of MQTT 5, each absent or set. Each packet type allows a subset; decoding
+/// rejects others and duplicates of single-valued properties (section 2.2.2.2).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Properties {
+pub struct PropertySet {
     /// 0x01 Payload Format Indicator (0 bytes, 1 UTF-8).
     pub payload_format_indicator: Option<u8>,
     /// 0x02 Message Expiry Interval, seconds.
@@ -150,14 +255,14 @@ fn nonzero_u16(r: &mut Reader, detail: &'static str) -> Result<u16, Violation> {
     }
 }
 
-impl Properties {
-    /// True when no property is set (what v3 packets always carry).
+impl PropertySet {
+    /// True when no property is set.
     pub fn is_empty(&self) -> bool {
-        *self == Properties::default()
+        *self == EMPTY
     }
 
     /// Reads a Property Length and the properties behind it, allowing only `allowed`.
-    pub(crate) fn decode(r: &mut Reader, allowed: Allowed) -> Result<Properties, Violation> {
+    pub(crate) fn decode(r: &mut Reader, allowed: Allowed) -> Result<PropertySet, Violation> {
         let len = r.varint()? as usize;
         if len > r.remaining() {
             return Err(Violation::malformed(
@@ -166,7 +271,7 @@ impl Properties {
             ));
         }
         let mut r = Reader::new(r.take(len)?);
-        let mut p = Properties::default();
+        let mut p = PropertySet::default();
         while !r.is_empty() {
             let id = r.varint()?;
             if !allowed.has(id) {
@@ -480,8 +585,29 @@ mod tests {
     }
 
     #[test]
+    fn empty_properties_box_nothing_and_read_as_empty() {
+        let mut r = Reader::new(Bytes::from_static(&[0]));
+        let p = Properties::decode(&mut r, Allowed::PUBLISH).unwrap();
+        assert!(p.is_empty() && p.0.is_none() && r.is_empty());
+        assert_eq!(p.content_type, None);
+        assert_eq!(p, Properties::from(PropertySet::default()));
+        let mut q = p.clone();
+        assert!(q.get_mut().is_none(), "get_mut boxes nothing");
+        q.content_type = Some("text/plain".into());
+        assert!(!q.is_empty() && q.0.is_some());
+        assert_ne!(p, q);
+        assert_eq!(
+            q.clone().into_set().content_type.as_deref(),
+            Some("text/plain")
+        );
+        q.content_type = None;
+        assert!(q.is_empty(), "a boxed set with nothing in it is empty");
+        assert_eq!(p, q);
+    }
+
+    #[test]
     fn connack_properties_round_trip() {
-        let p = Properties {
+        let p = PropertySet {
             session_expiry_interval: Some(10),
             assigned_client_identifier: Some("id".into()),
             server_keep_alive: Some(30),
@@ -504,7 +630,7 @@ mod tests {
         let mut out = Vec::new();
         p.encode(&mut out);
         assert_eq!(out.len(), p.wire_len());
-        assert_eq!(decode(&out, Allowed::CONNACK), Ok(p));
+        assert_eq!(decode(&out, Allowed::CONNACK), Ok(p.into()));
     }
 
     #[test]

@@ -52,6 +52,11 @@ impl Reader {
         self.buf.is_empty()
     }
 
+    /// The next byte, without reading it.
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.buf.first().copied()
+    }
+
     /// Fails with a malformed packet if anything is left unread.
     pub(crate) fn finish(&self, detail: &'static str) -> Result<(), Violation> {
         if self.buf.is_empty() {

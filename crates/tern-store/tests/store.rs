@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tern_broker::session::{Message, OutState, SubEntry, Will};
 use tern_codec::SubscriptionOptions;
-use tern_codec::{LastWill, PacketId, Properties, ProtocolVersion, QoS, RetainHandling};
+use tern_codec::{
+    LastWill, PacketId, Properties, PropertySet, ProtocolVersion, QoS, RetainHandling,
+};
 use tern_store::{
     DiskStore, FILE_NAME, MemoryStore, SessionRecord, Snapshot, Store, StoreError, StoreOp,
     StoredDelivery,
@@ -17,7 +19,7 @@ use tern_store::{
 type Raw = redb::TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 fn rich_properties() -> Properties {
-    Properties {
+    PropertySet {
         payload_format_indicator: Some(1),
         message_expiry_interval: Some(3600),
         content_type: Some("text/plain".into()),
@@ -28,8 +30,9 @@ fn rich_properties() -> Properties {
             ("a".into(), "1".into()),
             ("b".into(), "again".into()),
         ],
-        ..Properties::default()
+        ..Default::default()
     }
+    .into()
 }
 
 fn message(topic: &str, qos: QoS, expires_in: Option<Duration>) -> Arc<Message> {

@@ -189,6 +189,7 @@ async fn v5_empty_client_id_gets_assigned_identifier() {
                 let id = ack
                     .properties
                     .assigned_client_identifier
+                    .clone()
                     .expect("Assigned Client Identifier in CONNACK");
                 assert!(!id.is_empty());
                 ids.push(id);

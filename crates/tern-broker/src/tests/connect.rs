@@ -63,6 +63,7 @@ fn empty_client_id_is_assigned_for_v5() {
     let id = ack
         .properties
         .assigned_client_identifier
+        .clone()
         .expect("assigned id");
     assert!(id.starts_with("tern-"));
     let (_, ack2) = h.connect(connect(ProtocolVersion::V5, "", true));

@@ -192,7 +192,7 @@ fn each_copy_carries_the_identifier_of_its_own_subscription() {
         let mut ids: Vec<Vec<u32>> = c
             .publishes()
             .into_iter()
-            .map(|m| m.properties.subscription_identifiers)
+            .map(|m| m.properties.subscription_identifiers.clone())
             .collect();
         ids.sort();
         ids

@@ -126,6 +126,7 @@ fn put_bare_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PropertySet;
     use crate::packet::testutil::*;
     use crate::{Packet, ProtocolVersion::*};
 
@@ -152,11 +153,12 @@ mod tests {
         let full = Ack {
             packet_id: id(65535),
             reason: ReasonCode::NO_MATCHING_SUBSCRIBERS,
-            properties: Properties {
+            properties: PropertySet {
                 reason_string: Some("none".into()),
                 user_properties: vec![("k".into(), "v".into())],
                 ..Default::default()
-            },
+            }
+            .into(),
         };
         for p in all_kinds(full)
             .into_iter()

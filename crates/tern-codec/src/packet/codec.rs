@@ -231,6 +231,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::PropertySet;
     use crate::packet::testutil::*;
     use crate::{LastWill, PacketId, Properties, ProtocolVersion::*, QoS, SubscriptionOptions};
 
@@ -244,33 +245,40 @@ mod tests {
     fn samples(v: ProtocolVersion) -> Vec<Packet> {
         let v5 = v.is_v5();
         let props = |p: Properties| if v5 { p } else { Properties::default() };
-        let mut publish_props = Properties {
+        let mut publish_props: Properties = PropertySet {
             payload_format_indicator: Some(0),
             topic_alias: Some(2),
             user_properties: vec![("a".into(), "b".into())],
             subscription_identifiers: vec![7],
             ..Default::default()
-        };
+        }
+        .into();
         publish_props.correlation_data = Some(Bytes::from_static(b"c"));
         let mut out = vec![
             Packet::Connect(Box::new(Connect {
                 protocol: v,
                 clean_start: true,
                 keep_alive: 30,
-                properties: props(Properties {
-                    receive_maximum: Some(4),
-                    ..Default::default()
-                }),
+                properties: props(
+                    PropertySet {
+                        receive_maximum: Some(4),
+                        ..Default::default()
+                    }
+                    .into(),
+                ),
                 client_id: "client".into(),
                 will: Some(LastWill {
                     topic: "w/t".into(),
                     payload: Bytes::from_static(b"bye"),
                     qos: QoS::AtLeastOnce,
                     retain: false,
-                    properties: props(Properties {
-                        will_delay_interval: Some(9),
-                        ..Default::default()
-                    }),
+                    properties: props(
+                        PropertySet {
+                            will_delay_interval: Some(9),
+                            ..Default::default()
+                        }
+                        .into(),
+                    ),
                 }),
                 username: Some("u".into()),
                 password: Some(Bytes::from_static(b"p")),
@@ -294,10 +302,13 @@ mod tests {
             Packet::PubComp(Ack::new(id(4))),
             Packet::Subscribe(Subscribe {
                 packet_id: id(5),
-                properties: props(Properties {
-                    subscription_identifiers: vec![1],
-                    ..Default::default()
-                }),
+                properties: props(
+                    PropertySet {
+                        subscription_identifiers: vec![1],
+                        ..Default::default()
+                    }
+                    .into(),
+                ),
                 filters: vec![("a/#".into(), SubscriptionOptions::new(QoS::AtLeastOnce))],
             }),
             Packet::SubAck(SubAck {

@@ -249,6 +249,7 @@ impl Connect {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PropertySet;
     use crate::packet::testutil::*;
     use crate::{Packet, ProtocolVersion::*, peek_connect_version};
 
@@ -277,7 +278,7 @@ mod tests {
             qos: QoS::ExactlyOnce,
             retain: true,
             properties: if v5 {
-                Properties {
+                PropertySet {
                     payload_format_indicator: Some(1),
                     message_expiry_interval: Some(100),
                     content_type: Some("text/plain".into()),
@@ -291,12 +292,13 @@ mod tests {
                     ],
                     ..Default::default()
                 }
+                .into()
             } else {
                 Properties::default()
             },
         });
         if v5 {
-            c.properties = Properties {
+            c.properties = PropertySet {
                 session_expiry_interval: Some(3600),
                 authentication_method: Some("SCRAM".into()),
                 authentication_data: Some(Bytes::from_static(b"\x01\x02")),
@@ -307,7 +309,8 @@ mod tests {
                 user_properties: vec![("z".into(), "1".into()), ("a".into(), "2".into())],
                 maximum_packet_size: Some(65536),
                 ..Default::default()
-            };
+            }
+            .into();
         }
         c
     }

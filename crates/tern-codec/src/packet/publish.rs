@@ -60,7 +60,11 @@ impl Publish {
     /// so a message kept for long does not pin that whole buffer.
     pub fn detach(&mut self) {
         self.payload = Bytes::copy_from_slice(&self.payload);
-        if let Some(data) = &mut self.properties.correlation_data {
+        if let Some(data) = self
+            .properties
+            .get_mut()
+            .and_then(|p| p.correlation_data.as_mut())
+        {
             *data = Bytes::copy_from_slice(data);
         }
     }
@@ -234,6 +238,7 @@ impl PublishRef<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PropertySet;
     use crate::packet::testutil::*;
     use crate::{Packet, ProtocolVersion::*};
 
@@ -250,7 +255,7 @@ mod tests {
     }
 
     fn every_property() -> Properties {
-        Properties {
+        PropertySet {
             payload_format_indicator: Some(1),
             message_expiry_interval: Some(120),
             content_type: Some("application/json".into()),
@@ -261,6 +266,7 @@ mod tests {
             user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
             ..Default::default()
         }
+        .into()
     }
 
     #[test]
