@@ -25,6 +25,16 @@ const MESSAGES: u32 = 400;
 /// How long the whole exchange of one QoS level may take.
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A broker whose queues are large enough that no QoS 1/2 message is dropped for a slow
+/// subscriber during these tests.
+async fn lossless_broker() -> Server {
+    start_broker(BrokerConfig {
+        max_queued_messages: 100_000,
+        ..BrokerConfig::default()
+    })
+    .await
+}
+
 /// Options for client `id` of `server`: clean session, 30 s Keep Alive.
 fn options(server: &Server, id: &str) -> MqttOptions {
     let addr = server.local_addr();
@@ -164,12 +174,7 @@ async fn receive_in_order(
 /// ([MQTT-4.6.0-6] of 3.1.1, the clients' level), and at QoS 1 and 2 it gets all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_keep_per_publisher_order() {
-    // Queues large enough that no QoS 1/2 message is dropped for a slow subscriber.
-    let server = start_broker(BrokerConfig {
-        max_queued_messages: 100_000,
-        ..BrokerConfig::default()
-    })
-    .await;
+    let server = lossless_broker().await;
     for (level, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
         .into_iter()
         .enumerate()
@@ -231,11 +236,7 @@ async fn concurrent_publishers_keep_per_publisher_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_group_loses_nothing_while_members_come_and_go() {
     const SHARED_PUBLISHERS: u8 = 4;
-    let server = start_broker(BrokerConfig {
-        max_queued_messages: 100_000,
-        ..BrokerConfig::default()
-    })
-    .await;
+    let server = lossless_broker().await;
     // Every member's deliveries are forwarded to one channel.
     let (tx, mut rx) = unbounded_channel();
     let join = |id: String, tx: UnboundedSender<Publish>| {
@@ -308,11 +309,7 @@ async fn shared_group_loses_nothing_while_members_come_and_go() {
 /// every message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_under_load_loses_no_qos1_message() {
-    let server = start_broker(BrokerConfig {
-        max_queued_messages: 100_000,
-        ..BrokerConfig::default()
-    })
-    .await;
+    let server = lossless_broker().await;
     let mut persistent = options(&server, "taken-over");
     persistent.set_clean_session(false);
     let mut first = Peer::connect(persistent.clone()).await;
