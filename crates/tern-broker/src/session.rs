@@ -63,6 +63,10 @@ pub struct Message {
 impl Message {
     /// [`Message::shared_properties`], encoded now if no delivery did yet.
     pub fn shared_properties(&self) -> &[u8] {
+        if self.properties.is_empty() {
+            // Nothing to encode, nor to cache.
+            return &[];
+        }
         self.shared_properties
             .get_or_init(|| self.properties.encode_shared_part())
     }
