@@ -46,6 +46,8 @@ pub struct ConnId(pub NonZeroU64);
 pub struct Stats {
     /// Connections currently open (CONNECT done or not).
     pub connections: usize,
+    /// Clients connected: connections whose CONNECT was accepted.
+    pub clients_connected: usize,
     /// Sessions held, connected or not.
     pub sessions: usize,
     /// Retained messages held.
@@ -467,6 +469,7 @@ impl<O: Outlet> Broker<O> {
     pub fn stats(&self) -> Stats {
         Stats {
             connections: self.conns.len(),
+            clients_connected: self.conns.values().filter(|c| c.session.is_some()).count(),
             sessions: self.sessions.len(),
             retained: self.retained.len(),
             subscriptions: self.index.len()

@@ -28,7 +28,10 @@ pub(crate) async fn run(shared: Arc<SharedBroker>, every: Duration, store: Arc<S
             let s = broker.stats();
             let values: [(&str, String); 10] = [
                 ("$SYS/broker/uptime", format!("{uptime} seconds")),
-                ("$SYS/broker/clients/connected", s.connections.to_string()),
+                (
+                    "$SYS/broker/clients/connected",
+                    s.clients_connected.to_string(),
+                ),
                 ("$SYS/broker/sessions/count", s.sessions.to_string()),
                 (
                     "$SYS/broker/subscriptions/count",
