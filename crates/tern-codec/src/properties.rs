@@ -388,14 +388,15 @@ impl PropertySet {
         }
     }
 
-    /// Length of the properties themselves, without the Property Length prefix, with the
-    /// per-delivery properties taken from `pd`.
-    fn content_len_with(&self, pd: PerDelivery<'_>) -> usize {
-        pd.content_len() + self.shared_len()
+    /// Length of the properties themselves, without the Property Length prefix: the
+    /// per-delivery ones from `pd`, the others from `shared` when they come encoded already
+    /// (see [`Self::encode_shared_part`]), else from this set.
+    fn content_len_with(&self, pd: PerDelivery<'_>, shared: Option<&[u8]>) -> usize {
+        pd.content_len() + shared.map_or_else(|| self.shared_len(), <[u8]>::len)
     }
 
     /// Length of every property but the per-delivery ones (see [`PerDelivery`]).
-    pub(crate) fn shared_len(&self) -> usize {
+    fn shared_len(&self) -> usize {
         let b = |o: &Option<u8>| o.map_or(0, |_| 2);
         let w = |o: &Option<u16>| o.map_or(0, |_| 3);
         let d = |o: &Option<u32>| o.map_or(0, |_| 5);
@@ -433,26 +434,36 @@ impl PropertySet {
 
     /// Length on the wire including the Property Length prefix.
     pub(crate) fn wire_len(&self) -> usize {
-        self.wire_len_with(self.per_delivery())
+        self.wire_len_with(self.per_delivery(), None)
     }
 
-    /// [`Self::wire_len`] with the per-delivery properties taken from `pd`.
-    pub(crate) fn wire_len_with(&self, pd: PerDelivery<'_>) -> usize {
-        let n = self.content_len_with(pd);
+    /// [`Self::wire_len`] with the per-delivery properties taken from `pd` and the others,
+    /// if given, already encoded in `shared`.
+    pub(crate) fn wire_len_with(&self, pd: PerDelivery<'_>, shared: Option<&[u8]>) -> usize {
+        let n = self.content_len_with(pd, shared);
         varint::len(n as u32) + n
     }
 
     /// Writes the Property Length and the properties: the per-delivery ones first, then the
     /// others in identifier order (the specification sets no order).
     pub(crate) fn encode(&self, out: &mut impl BufMut) {
-        self.encode_with(self.per_delivery(), out);
+        self.encode_with(self.per_delivery(), None, out);
     }
 
-    /// [`Self::encode`] with the per-delivery properties taken from `pd`.
-    pub(crate) fn encode_with(&self, pd: PerDelivery<'_>, out: &mut impl BufMut) {
-        varint::encode(self.content_len_with(pd) as u32, out);
+    /// [`Self::encode`] with the per-delivery properties taken from `pd` and the others, if
+    /// given, copied from `shared` instead of encoded again.
+    pub(crate) fn encode_with(
+        &self,
+        pd: PerDelivery<'_>,
+        shared: Option<&[u8]>,
+        out: &mut impl BufMut,
+    ) {
+        varint::encode(self.content_len_with(pd, shared) as u32, out);
         pd.encode(out);
-        self.encode_shared(out);
+        match shared {
+            Some(bytes) => out.put_slice(bytes),
+            None => self.encode_shared(out),
+        }
     }
 
     /// The properties every delivery of a PUBLISH shares (all but Message Expiry Interval,
@@ -466,7 +477,7 @@ impl PropertySet {
     }
 
     /// Writes every property but the per-delivery ones, in identifier order.
-    pub(crate) fn encode_shared(&self, out: &mut impl BufMut) {
+    fn encode_shared(&self, out: &mut impl BufMut) {
         b(out, 0x01, self.payload_format_indicator);
         f(out, 0x03, self.content_type.as_deref().map(str::as_bytes));
         f(out, 0x08, self.response_topic.as_deref().map(str::as_bytes));

@@ -6,9 +6,7 @@ use crate::packet::codec::{framed_len, put_fixed_header};
 use crate::properties::{Allowed, PerDelivery};
 use crate::topic::{TopicError, validate_name};
 use crate::wire::{RULE_NUL, Reader, field_len, put_field};
-use crate::{
-    PacketId, PacketType, Properties, ProtocolVersion, QoS, ReasonCode, Violation, varint,
-};
+use crate::{PacketId, PacketType, Properties, ProtocolVersion, QoS, ReasonCode, Violation};
 
 /// An application message [MQTT-3.3].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -183,22 +181,13 @@ impl PublishRef<'_> {
             | u8::from(self.retain)
     }
 
-    /// Length of the properties without their length prefix.
-    fn properties_len(&self) -> usize {
-        self.per_delivery().content_len()
-            + match self.shared_properties {
-                Some(shared) => shared.len(),
-                None => self.properties.shared_len(),
-            }
-    }
-
     /// Length of the body encoded for `version`.
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
         field_len(self.topic.as_bytes())
             + if self.qos == QoS::AtMostOnce { 0 } else { 2 }
             + if version.is_v5() {
-                let n = self.properties_len();
-                varint::len(n as u32) + n
+                self.properties
+                    .wire_len_with(self.per_delivery(), self.shared_properties)
             } else {
                 0
             }
@@ -212,12 +201,8 @@ impl PublishRef<'_> {
             out.put_u16(self.packet_id.map_or(0, PacketId::get));
         }
         if version.is_v5() {
-            varint::encode(self.properties_len() as u32, out);
-            self.per_delivery().encode(out);
-            match self.shared_properties {
-                Some(shared) => out.put_slice(shared),
-                None => self.properties.encode_shared(out),
-            }
+            self.properties
+                .encode_with(self.per_delivery(), self.shared_properties, out);
         }
         out.put_slice(self.payload);
     }
