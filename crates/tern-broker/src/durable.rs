@@ -211,16 +211,7 @@ impl<O: Outlet> Broker<O> {
         // [MQTT-4.3.3-9] A PUBREC of 0x80 or above ends the flow: the client may reuse the
         // identifier for a new message, which must not be taken for a duplicate of this one.
         for (sid, packet_id) in refused {
-            let Some(s) = self.sessions.get_mut(&sid) else {
-                continue;
-            };
-            if s.release_inbound_qos2(packet_id) && s.persists() {
-                let client_id = s.client_id.clone();
-                self.journal.push(StoreOp::DeleteInbound {
-                    client_id,
-                    packet_id: packet_id.get(),
-                });
-            }
+            self.end_inbound_qos2(sid, packet_id);
         }
         for id in close {
             self.close_conn(

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tern_codec::{Ack, ProtocolVersion, Publish, QoS, ReasonCode, Violation};
+use tern_codec::{Ack, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Violation};
 
 use crate::broker::{Broker, CloseHow, ConnId, Outlet};
 use crate::frame::{AckKind, Frame};
@@ -224,23 +224,29 @@ impl<O: Outlet> Broker<O> {
 
     /// Handles PUBREL: the end of an inbound QoS 2 flow.
     pub(crate) fn handle_pubrel(&mut self, _now: Instant, conn: ConnId, sid: SessionId, a: Ack) {
-        let mut known = false;
-        if let Some(s) = self.sessions.get_mut(&sid) {
-            known = s.release_inbound_qos2(a.packet_id);
-            if known && s.persists() {
-                let client_id = s.client_id.clone();
-                self.journal.push(StoreOp::DeleteInbound {
-                    client_id,
-                    packet_id: a.packet_id.get(),
-                });
-            }
-        }
-        let reason = if known {
+        let reason = if self.end_inbound_qos2(sid, a.packet_id) {
             ReasonCode::SUCCESS
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
         self.send(conn, Frame::Ack(AckKind::PubComp, a.packet_id, reason));
+    }
+
+    /// Ends the inbound QoS 2 flow `id` of session `sid` (PUBREL, or a PUBREC of 0x80 or
+    /// above), in memory and in the store; false if no such flow was open.
+    pub(crate) fn end_inbound_qos2(&mut self, sid: SessionId, id: PacketId) -> bool {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return false;
+        };
+        let known = s.release_inbound_qos2(id);
+        if known && s.persists() {
+            let client_id = s.client_id.clone();
+            self.journal.push(StoreOp::DeleteInbound {
+                client_id,
+                packet_id: id.get(),
+            });
+        }
+        known
     }
 
     /// Stores a retained message if asked, then routes the message to subscribers.

@@ -53,21 +53,30 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The session that published it, for No Local.
     pub publisher: Option<SessionId>,
-    /// Its properties as every v5 delivery writes them (all but the per-delivery ones),
-    /// encoded by the first delivery that needs them: a message fanned out to many v5
-    /// subscribers encodes them once, not once per subscriber. Leave it empty when building
-    /// a message.
-    pub shared_properties: OnceLock<Bytes>,
+    /// Its properties as every v5 delivery writes them, filled by the first delivery that
+    /// needs them (see [`Message::shared_properties`]); a new message starts it empty.
+    pub shared_properties: SharedProperties,
 }
 
+/// The encoded shared properties of a [`Message`]: empty until a delivery asks for them, and
+/// only ever filled from the message's own properties, so that no stale bytes can be put in.
+#[derive(Debug, Default)]
+pub struct SharedProperties(OnceLock<Bytes>);
+
 impl Message {
-    /// [`Message::shared_properties`], encoded now if no delivery did yet.
+    /// Its properties as every v5 delivery writes them (all but the per-delivery ones),
+    /// encoded by the first delivery that asks: a message fanned out to many v5 subscribers
+    /// encodes them once, not once per subscriber.
     pub fn shared_properties(&self) -> &[u8] {
+        if let Some(bytes) = self.shared_properties.0.get() {
+            return bytes;
+        }
         if self.properties.is_empty() {
             // Nothing to encode, nor to cache.
             return &[];
         }
         self.shared_properties
+            .0
             .get_or_init(|| self.properties.encode_shared_part())
     }
 

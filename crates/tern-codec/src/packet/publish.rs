@@ -157,7 +157,7 @@ pub struct PublishRef<'a> {
     /// 0x23 Topic Alias of this delivery.
     pub topic_alias: Option<u16>,
     /// The message's other properties already encoded by
-    /// [`Properties::encode_shared_part`], written as they are instead of encoding
+    /// [`crate::PropertySet::encode_shared_part`], written as they are instead of encoding
     /// `properties` again; `None` encodes `properties`.
     pub shared_properties: Option<&'a [u8]>,
     /// Application payload.
