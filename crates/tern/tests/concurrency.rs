@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS};
@@ -103,20 +103,22 @@ async fn peer(server: &Server, id: &str) -> Peer {
     Peer::connect(options(server, id)).await
 }
 
-/// Spawns a client that publishes `MESSAGES` numbered messages as `publisher` to `topic`,
-/// then stays connected until the returned task is awaited.
+/// Spawns a client that publishes `MESSAGES` numbered messages as `publisher` to `topic`
+/// (retained if `retain`), then stays connected until the returned task is awaited.
 async fn publisher(
     server: &Server,
     id: &str,
     publisher: u8,
-    topic: String,
+    topic: &str,
     qos: QoS,
+    retain: bool,
 ) -> JoinHandle<Peer> {
     let p = peer(server, id).await;
+    let topic = topic.to_string();
     tokio::spawn(async move {
         for seq in 0..MESSAGES {
             p.client
-                .publish(topic.clone(), qos, false, payload(publisher, seq))
+                .publish(&topic, qos, retain, payload(publisher, seq))
                 .await
                 .unwrap();
         }
@@ -135,6 +137,38 @@ fn payload(publisher: u8, seq: u32) -> Vec<u8> {
 fn parse(p: &Publish) -> (u8, u32) {
     let seq = u32::from_be_bytes(p.payload[1..5].try_into().expect("5-byte payload"));
     (p.payload[0], seq)
+}
+
+/// Adds what `rx` receives to `seen` until it holds `want` messages or `within` has passed;
+/// false if time ran out first.
+async fn gather(
+    rx: &mut UnboundedReceiver<Publish>,
+    seen: &mut HashSet<(u8, u32)>,
+    want: usize,
+    within: Duration,
+) -> bool {
+    timeout(within, async {
+        while seen.len() < want {
+            let Some(p) = rx.recv().await else { break };
+            seen.insert(parse(&p));
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Fails unless every message of publishers `0..publishers` is in `seen`.
+fn assert_none_lost(seen: &HashSet<(u8, u32)>, publishers: u8) {
+    for p in 0..publishers {
+        for seq in 0..MESSAGES {
+            assert!(
+                seen.contains(&(p, seq)),
+                "message {seq} of publisher {p} lost ({} of {} arrived)",
+                seen.len(),
+                usize::from(publishers) * MESSAGES as usize
+            );
+        }
+    }
 }
 
 /// Takes `expected` PUBLISHes from `rx` (or as many as arrive before the deadline) and checks
@@ -196,7 +230,7 @@ async fn concurrent_publishers_keep_per_publisher_order() {
         let mut tasks = Vec::new();
         for p in 0..PUBLISHERS {
             let (id, topic) = (format!("pub-{level}-{p}"), format!("order/{level}/{p}"));
-            tasks.push(publisher(&server, &id, p, topic, qos).await);
+            tasks.push(publisher(&server, &id, p, &topic, qos, false).await);
         }
         let total = usize::from(PUBLISHERS) * MESSAGES as usize;
         let counts = receive_in_order("wildcard subscriber", &mut all.publishes, total, qos).await;
@@ -263,15 +297,16 @@ async fn shared_group_loses_nothing_while_members_come_and_go() {
     let mut tasks = Vec::new();
     for p in 0..SHARED_PUBLISHERS {
         let topic = format!("shared/{p}");
-        tasks.push(publisher(&server, &format!("spub-{p}"), p, topic, QoS::AtLeastOnce).await);
+        let id = format!("spub-{p}");
+        tasks.push(publisher(&server, &id, p, &topic, QoS::AtLeastOnce, false).await);
     }
     let total = usize::from(SHARED_PUBLISHERS) * MESSAGES as usize;
-    let mut seen: HashMap<(u8, u32), u32> = HashMap::new();
+    let mut seen = HashSet::new();
     let mut changed = false;
-    let done = timeout(DEADLINE, async {
+    let _ = timeout(DEADLINE, async {
         while seen.len() < total {
             let Some(p) = rx.recv().await else { break };
-            *seen.entry(parse(&p)).or_default() += 1;
+            seen.insert(parse(&p));
             if !changed && seen.len() >= total / 2 {
                 changed = true;
                 let (leaving, forward) = members.remove(0);
@@ -289,19 +324,7 @@ async fn shared_group_loses_nothing_while_members_come_and_go() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert!(
-        done.is_ok(),
-        "{} of {total} messages arrived within {DEADLINE:?}",
-        seen.len()
-    );
-    for p in 0..SHARED_PUBLISHERS {
-        for seq in 0..MESSAGES {
-            assert!(
-                seen.contains_key(&(p, seq)),
-                "message {seq} of publisher {p} lost"
-            );
-        }
-    }
+    assert_none_lost(&seen, SHARED_PUBLISHERS);
 }
 
 /// A client id is taken over while its persistent session receives a QoS 1 stream: the old
@@ -315,48 +338,23 @@ async fn takeover_under_load_loses_no_qos1_message() {
     let mut first = Peer::connect(persistent.clone()).await;
     first.subscribe("takeover/t", QoS::AtLeastOnce).await;
 
-    let sender = publisher(&server, "tpub", 0, "takeover/t".into(), QoS::AtLeastOnce).await;
-    let mut seen: HashMap<u32, u32> = HashMap::new();
+    let sender = publisher(&server, "tpub", 0, "takeover/t", QoS::AtLeastOnce, false).await;
+    let mut seen = HashSet::new();
     // Let the stream get going, then connect a second client with the same id.
-    let started = timeout(support::TIMEOUT, async {
-        while seen.len() < MESSAGES as usize / 4 {
-            let Some(p) = first.publishes.recv().await else {
-                break;
-            };
-            *seen.entry(parse(&p).1).or_default() += 1;
-        }
-    })
-    .await;
-    assert!(started.is_ok(), "the stream started");
+    let want = MESSAGES as usize;
+    let started = gather(&mut first.publishes, &mut seen, want / 4, support::TIMEOUT).await;
+    assert!(started, "the stream started");
     let mut second = Peer::connect(persistent).await;
     timeout(support::TIMEOUT, first.task)
         .await
         .expect("the first connection is closed by the takeover")
         .unwrap();
-    while let Ok(p) = first.publishes.try_recv() {
-        *seen.entry(parse(&p).1).or_default() += 1;
-    }
-    let done = timeout(DEADLINE, async {
-        while seen.len() < MESSAGES as usize {
-            let Some(p) = second.publishes.recv().await else {
-                break;
-            };
-            *seen.entry(parse(&p).1).or_default() += 1;
-        }
-    })
-    .await;
+    // What the first connection received before it closed (its task has ended, so its
+    // channel ends after that), then the rest from the second.
+    gather(&mut first.publishes, &mut seen, want, support::TIMEOUT).await;
+    gather(&mut second.publishes, &mut seen, want, DEADLINE).await;
     sender.await.unwrap();
-    assert!(
-        done.is_ok(),
-        "{} of {MESSAGES} messages arrived",
-        seen.len()
-    );
-    for seq in 0..MESSAGES {
-        assert!(
-            seen.contains_key(&seq),
-            "message {seq} lost in the takeover"
-        );
-    }
+    assert_none_lost(&seen, 1);
 }
 
 /// A retained value is republished over and over while clients subscribe: every subscriber
@@ -366,17 +364,7 @@ async fn takeover_under_load_loses_no_qos1_message() {
 async fn retained_publishes_racing_subscribes_are_never_lost() {
     const SUBSCRIBERS: usize = 8;
     let server = start_broker(BrokerConfig::default()).await;
-    let writer = peer(&server, "rpub").await;
-    let writer = tokio::spawn(async move {
-        for seq in 0..MESSAGES {
-            writer
-                .client
-                .publish("retained/value", QoS::AtLeastOnce, true, payload(0, seq))
-                .await
-                .unwrap();
-        }
-        writer
-    });
+    let writer = publisher(&server, "rpub", 0, "retained/value", QoS::AtLeastOnce, true).await;
     let mut subscribers = Vec::new();
     for s in 0..SUBSCRIBERS {
         let mut subscriber = peer(&server, &format!("rsub-{s}")).await;

@@ -113,12 +113,18 @@ fn persistent(h: &mut Harness, id: &str, clean: bool) -> (Client, ConnAck) {
     h.connect(c)
 }
 
+/// A persistent v5 session "sub", connected and subscribed to "t" at `qos`.
+fn subscriber(h: &mut Harness, qos: QoS) -> Client {
+    let (sub, _) = persistent(h, "sub", true);
+    sub.subscribe(h, "t", qos);
+    sub
+}
+
 #[test]
 fn puback_waits_until_the_queued_message_is_durable() {
     let mut h = durable_harness(PersistMode::Sync);
     let mut model = Model::default();
-    let (sub, _) = persistent(&mut h, "sub", true);
-    sub.subscribe(&mut h, "t", QoS::AtLeastOnce);
+    let sub = subscriber(&mut h, QoS::AtLeastOnce);
     h.broker.handle_closed(h.now, sub.conn);
     model.commit(&mut h);
     let p = h.v5("p");
@@ -168,8 +174,7 @@ fn retained_publish_is_acknowledged_after_commit() {
 #[test]
 fn batch_mode_records_but_never_holds() {
     let mut h = durable_harness(PersistMode::Batch);
-    let (sub, _) = persistent(&mut h, "sub", true);
-    sub.subscribe(&mut h, "t", QoS::AtLeastOnce);
+    let sub = subscriber(&mut h, QoS::AtLeastOnce);
     h.broker.handle_closed(h.now, sub.conn);
     let p = h.v5("p");
     p.publish(&mut h, publish("t", "x", QoS::AtLeastOnce, 1));
@@ -180,8 +185,7 @@ fn batch_mode_records_but_never_holds() {
 #[test]
 fn off_mode_records_nothing() {
     let mut h = durable_harness(PersistMode::Off);
-    let (sub, _) = persistent(&mut h, "sub", true);
-    sub.subscribe(&mut h, "t", QoS::AtLeastOnce);
+    subscriber(&mut h, QoS::AtLeastOnce);
     assert!(h.broker.poll_persist().is_none());
 }
 
@@ -189,8 +193,7 @@ fn off_mode_records_nothing() {
 fn publish_to_a_persistent_session_waits_for_its_record() {
     let mut h = durable_harness(PersistMode::Sync);
     let mut model = Model::default();
-    let (sub, _) = persistent(&mut h, "sub", true);
-    sub.subscribe(&mut h, "t", QoS::ExactlyOnce);
+    let sub = subscriber(&mut h, QoS::ExactlyOnce);
     model.commit(&mut h);
     sub.take();
     let p = h.v5("p");
@@ -332,8 +335,7 @@ fn expired_session_in_the_store_is_dropped_at_restore() {
 #[test]
 fn a_failed_commit_nacks_v5_disconnects_v3_and_refuses_new_work() {
     let mut h = durable_harness(PersistMode::Sync);
-    let (sub, _) = persistent(&mut h, "sub", true);
-    sub.subscribe(&mut h, "t", QoS::AtLeastOnce);
+    let sub = subscriber(&mut h, QoS::AtLeastOnce);
     h.broker.handle_closed(h.now, sub.conn);
     let p5 = h.v5("p5");
     let p3 = h.v4("p3");
@@ -371,8 +373,7 @@ fn a_failed_commit_nacks_v5_disconnects_v3_and_refuses_new_work() {
 fn a_qos2_id_refused_by_a_failed_commit_is_free_for_a_new_message() {
     let mut h = durable_harness(PersistMode::Sync);
     let mut model = Model::default();
-    let (sub, _) = persistent(&mut h, "sub", true);
-    sub.subscribe(&mut h, "t", QoS::ExactlyOnce);
+    let sub = subscriber(&mut h, QoS::ExactlyOnce);
     h.broker.handle_closed(h.now, sub.conn);
     model.commit(&mut h);
     let (p, _) = persistent(&mut h, "p", true);
@@ -418,8 +419,7 @@ fn a_qos2_id_refused_by_a_failed_commit_is_free_for_a_new_message() {
 fn a_failed_commit_keeps_qos2_publishes_to_persistent_sessions_held_until_a_success() {
     let mut h = durable_harness(PersistMode::Sync);
     let mut model = Model::default();
-    let (sub, _) = persistent(&mut h, "sub", true);
-    sub.subscribe(&mut h, "t", QoS::ExactlyOnce);
+    let sub = subscriber(&mut h, QoS::ExactlyOnce);
     model.commit(&mut h);
     sub.take();
     let p = h.v5("p");
@@ -454,8 +454,7 @@ fn a_failed_commit_keeps_qos2_publishes_to_persistent_sessions_held_until_a_succ
 fn held_packets_are_dropped_when_the_connection_closes() {
     let mut h = durable_harness(PersistMode::Sync);
     let mut model = Model::default();
-    let (sub, _) = persistent(&mut h, "sub", true);
-    sub.subscribe(&mut h, "t", QoS::AtLeastOnce);
+    let sub = subscriber(&mut h, QoS::AtLeastOnce);
     h.broker.handle_closed(h.now, sub.conn);
     model.commit(&mut h);
     let p = h.v5("p");
