@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use tern_codec::{Disconnect, Packet, ProtocolVersion, ReasonCode, Violation};
 
 use crate::BrokerConfig;
-use crate::durable::{Journal, send_after};
+use crate::durable::{Held, Journal, send_after};
 use crate::frame::Frame;
-use crate::persist::{StoreOp, Ticket};
+use crate::persist::StoreOp;
 use crate::retained::RetainedTree;
 use crate::session::{GroupId, Message, Session, SessionId, SubEntry};
 use crate::topic_index::TopicIndex;
@@ -96,7 +96,7 @@ pub(crate) struct Conn<O> {
     /// and an idle connection should not pay for two empty maps.
     pub aliases: Option<Box<TopicAliases>>,
     /// Packets waiting for a store batch to be durable, in sending order (see `durable.rs`).
-    pub held: VecDeque<(Ticket, Frame)>,
+    pub held: VecDeque<Held>,
     /// The outlet was told its session's queue is backed up (`Outlet::set_backpressure`).
     pub backpressure: bool,
 }

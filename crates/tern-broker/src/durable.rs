@@ -92,16 +92,16 @@ impl Journal {
     }
 }
 
-/// True for the packets a connection holds because they promise a stored record to their
-/// receiver: a QoS 2 PUBLISH (the session's delivery record, so that a crash cannot make it
-/// arrive twice) and a PUBREL (its QoS 2 state). Acknowledgments to a publisher promise the
-/// message itself; anything else is held only because it queues behind one of these.
-fn promises_a_record(frame: &Frame) -> bool {
-    match frame {
-        Frame::Publish(p) => p.qos == tern_codec::QoS::ExactlyOnce,
-        Frame::Ack(kind, ..) => *kind == AckKind::PubRel,
-        Frame::Packet(_) => false,
-    }
+/// A packet a connection holds until a store batch is durable.
+#[derive(Debug)]
+pub(crate) struct Held {
+    /// The batch it waits for: its own, or the one of the packet ahead of it.
+    pub ticket: Ticket,
+    /// The packet.
+    pub frame: Frame,
+    /// It waits for a record of its own (an acknowledgment to a publisher, or a QoS 2
+    /// PUBLISH or PUBREL to a persistent session), not only behind another packet.
+    pub own: bool,
 }
 
 /// Sends `frame` on `c`, or holds it behind `wait` (and behind anything already held).
@@ -114,8 +114,12 @@ pub(crate) fn send_after<O: Outlet>(c: &mut Conn<O>, frame: Frame, wait: Option<
         }
         (wait, last) => {
             let was_empty = last.is_none();
-            let t = wait.max(last.map(|l| l.0)).unwrap_or(0);
-            c.held.push_back((t, frame));
+            let ticket = wait.max(last.map(|l| l.ticket)).unwrap_or(0);
+            c.held.push_back(Held {
+                ticket,
+                frame,
+                own: wait.is_some(),
+            });
             was_empty
         }
     }
@@ -151,9 +155,9 @@ impl<O: Outlet> Broker<O> {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
-            while c.held.front().is_some_and(|h| h.0 <= persisted) {
-                let (_, p) = c.held.pop_front().expect("front checked");
-                c.outlet.send(p);
+            while c.held.front().is_some_and(|h| h.ticket <= persisted) {
+                let held = c.held.pop_front().expect("front checked");
+                c.outlet.send(held.frame);
             }
             if !c.held.is_empty() {
                 still.push(id);
@@ -165,9 +169,9 @@ impl<O: Outlet> Broker<O> {
     /// Committing the batches up to `ticket` failed: what waited for them cannot be promised.
     /// v5 publishers get their acknowledgment with 0x80 (Unspecified error); v3 publishers,
     /// which have no negative acknowledgment, are disconnected so that they resend later.
-    /// QoS 2 PUBLISH and PUBREL packets to subscribers stay held until a later commit makes
-    /// their records durable; what was held only behind them is sent. Until a commit succeeds
-    /// again, new QoS 1/2 messages are refused (0x97 Quota exceeded).
+    /// QoS 2 PUBLISH and PUBREL packets to persistent sessions stay held until a later commit
+    /// makes their records durable; what was held only behind them is sent. Until a commit
+    /// succeeds again, new QoS 1/2 messages are refused (0x97 Quota exceeded).
     pub fn handle_persist_failed(&mut self, now: Instant, ticket: Ticket) {
         tracing::error!(
             ticket,
@@ -183,26 +187,30 @@ impl<O: Outlet> Broker<O> {
             };
             let v5 = c.version.is_v5();
             let mut kept = VecDeque::new();
-            for (t, mut p) in std::mem::take(&mut c.held) {
-                if t > ticket || promises_a_record(&p) {
-                    // A QoS 2 PUBLISH or a PUBREL to a persistent session goes out only once
-                    // its record is durable: the store keeps the failed operations and commits
-                    // them with its next success, which releases these.
-                    kept.push_back((t, p));
+            for mut held in std::mem::take(&mut c.held) {
+                if held.ticket > ticket {
+                    kept.push_back(held);
                     continue;
                 }
-                if let Some(reason) = p.publisher_ack_reason() {
+                if let Some(reason) = held.frame.publisher_ack_reason() {
                     if !v5 {
                         close.push(id);
                         break;
                     }
                     *reason = ReasonCode::UNSPECIFIED_ERROR;
-                    if let (Frame::Ack(AckKind::PubRec, packet_id, _), Some(sid)) = (&p, c.session)
+                    if let (Frame::Ack(AckKind::PubRec, packet_id, _), Some(sid)) =
+                        (&held.frame, c.session)
                     {
                         refused.push((sid, *packet_id));
                     }
+                } else if held.own {
+                    // A QoS 2 PUBLISH or a PUBREL to a persistent session goes out only once
+                    // its record is durable: the store keeps the failed operations and commits
+                    // them with its next success, which releases these.
+                    kept.push_back(held);
+                    continue;
                 }
-                c.outlet.send(p);
+                c.outlet.send(held.frame);
             }
             c.held = kept;
         }
