@@ -72,7 +72,7 @@ impl SharedBroker {
         let (result, wake) = {
             let mut state = self.lock();
             #[cfg(feature = "lock-stats")]
-            let _held = crate::lock_stats::Held::since(asked);
+            let _held = crate::lock_stats::CORE.held_since(asked);
             // Read the clock under the lock so the core sees times in the order of its calls.
             let now = Instant::now();
             let result = f(&mut state.broker, now);
@@ -101,7 +101,7 @@ impl SharedBroker {
         let asked = Instant::now();
         let mut state = self.lock();
         #[cfg(feature = "lock-stats")]
-        let _held = crate::lock_stats::Held::since(asked);
+        let _held = crate::lock_stats::CORE.held_since(asked);
         state.armed = None;
         let now = Instant::now();
         state.broker.handle_timeout(now);
