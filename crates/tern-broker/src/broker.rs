@@ -15,6 +15,7 @@ use tern_codec::{Disconnect, Packet, ProtocolVersion, ReasonCode, Violation};
 use crate::BrokerConfig;
 use crate::durable::{Held, Journal, send_after};
 use crate::frame::Frame;
+use crate::global::Global;
 use crate::persist::StoreOp;
 use crate::retained::RetainedTree;
 use crate::session::{GroupId, Message, Session, SessionId, SubEntry};
@@ -175,20 +176,20 @@ pub struct Broker<O: Outlet> {
     pub(crate) backpressure: BackedUp,
     /// The matches of the message being routed, kept for their capacity (cleared after use).
     pub(crate) route_hits: Vec<crate::publish_in::RouteHit>,
-    next_conn: u64,
-    next_session: u64,
-    next_group: u64,
-    /// Salt for assigned client identifiers, from std's per-process random keys.
-    id_salt: u64,
+    /// What this broker shares with the other shards of the same broker, if any.
+    pub(crate) global: Arc<Global>,
+    /// This shard's number, carried in the low bits of its session ids.
+    shard: u8,
 }
 
 impl<O: Outlet> Broker<O> {
     /// A broker with `config`, holding no sessions.
     pub fn new(config: BrokerConfig) -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        let id_salt = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
+        Self::shard(config, Arc::new(Global::new()), 0)
+    }
+
+    /// Shard number `shard` of a broker whose shards share `global`; holds no sessions.
+    pub fn shard(config: BrokerConfig, global: Arc<Global>, shard: u8) -> Self {
         let mut broker = Broker {
             config: Arc::new(config),
             conns: FxHashMap::default(),
@@ -205,10 +206,8 @@ impl<O: Outlet> Broker<O> {
             holding: Vec::new(),
             backpressure: BackedUp::default(),
             route_hits: Vec::new(),
-            next_conn: 1,
-            next_session: 1,
-            next_group: 1,
-            id_salt,
+            global,
+            shard,
         };
         let version = Message {
             topic: "$SYS/broker/version".into(),
@@ -233,8 +232,7 @@ impl<O: Outlet> Broker<O> {
 
     /// A transport connection was accepted; its first packet must be CONNECT.
     pub fn open(&mut self, now: Instant, outlet: O) -> ConnId {
-        let id = ConnId(NonZeroU64::new(self.next_conn).expect("counts up from 1"));
-        self.next_conn += 1;
+        let id = self.global.conn_id();
         self.conns.insert(
             id,
             Box::new(Conn {
@@ -622,26 +620,20 @@ impl<O: Outlet> Broker<O> {
         }
     }
 
-    /// A fresh session id.
+    /// A fresh session id, owned by this shard.
     pub(crate) fn new_session_id(&mut self) -> SessionId {
-        let id = SessionId(NonZeroU64::new(self.next_session).expect("counts up from 1"));
-        self.next_session += 1;
-        id
+        self.global.session_id(self.shard)
     }
 
     /// A fresh shared-group id.
     pub(crate) fn new_group_id(&mut self) -> GroupId {
-        let id = GroupId(self.next_group);
-        self.next_group += 1;
-        id
+        self.global.group_id()
     }
 
     /// A client identifier for a client that sent none [MQTT-3.1.3-6].
     pub(crate) fn assign_client_id(&mut self) -> String {
         loop {
-            let n = self.next_conn.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.id_salt;
-            self.next_conn += 1;
-            let id = format!("tern-{n:016x}");
+            let id = self.global.client_id();
             if !self.by_client_id.contains_key(id.as_str()) {
                 return id;
             }

@@ -26,6 +26,7 @@ pub mod config;
 mod connect;
 mod durable;
 pub mod frame;
+pub mod global;
 pub mod keyed;
 pub mod persist;
 mod publish_in;
@@ -40,5 +41,6 @@ pub use broker::{Broker, ConnId, Outlet, Stats};
 pub use config::BrokerConfig;
 pub use durable::PersistMode;
 pub use frame::{AckKind, Frame, OutPublish};
+pub use global::Global;
 #[cfg(test)]
 mod tests;

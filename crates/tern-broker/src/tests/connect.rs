@@ -1,8 +1,11 @@
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tern_codec::*;
 
 use super::harness::*;
+use crate::Global;
 
 /// v5: [MQTT-3.1.0-1] [MQTT-3.14.0-1]
 /// v3.1.1: [MQTT-3.1.0-1]
@@ -68,6 +71,38 @@ fn empty_client_id_is_assigned_for_v5() {
     assert!(id.starts_with("tern-"));
     let (_, ack2) = h.connect(connect(ProtocolVersion::V5, "", true));
     assert_ne!(ack2.properties.assigned_client_identifier, Some(id));
+}
+
+/// The shards of one broker draw connection, session and group ids and assigned client ids
+/// from one source: none is handed out twice, and a session id names its shard.
+#[test]
+fn two_brokers_sharing_ids_never_hand_out_the_same_id() {
+    let global = Arc::new(Global::new());
+    let mut shards = [Harness::shard(&global, 0), Harness::shard(&global, 1)];
+    let (mut conns, mut assigned) = (HashSet::new(), HashSet::new());
+    for i in 0..50 {
+        for h in &mut shards {
+            let (c, ack) = h.connect(connect(ProtocolVersion::V5, "", true));
+            assert!(conns.insert(c.conn));
+            let id = ack.properties.assigned_client_identifier.clone();
+            let id = id.expect("assigned");
+            assert!(assigned.insert(id));
+            let named = h.v4(&format!("c{i}"));
+            assert!(conns.insert(named.conn));
+            named.subscribe(h, &format!("$share/g{i}/t"), QoS::AtMostOnce);
+        }
+    }
+    let (mut sessions, mut groups) = (HashSet::new(), HashSet::new());
+    for (shard, h) in shards.iter().enumerate() {
+        assert_eq!(h.broker.sessions.len(), 100);
+        for &sid in h.broker.sessions.keys() {
+            assert_eq!(sid.shard(), shard);
+            assert!(sessions.insert(sid));
+        }
+        assert_eq!(h.broker.groups.len(), 50);
+        groups.extend(h.broker.groups.keys().copied());
+    }
+    assert_eq!(groups.len(), 100, "group ids are unique across shards");
 }
 
 /// v3.1.1: [MQTT-3.1.3-6] [MQTT-3.1.3-7] [MQTT-3.1.3-8]

@@ -4,12 +4,13 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tern_codec::*;
 
-use crate::{Broker, BrokerConfig, ConnId, Frame, Outlet};
+use crate::{Broker, BrokerConfig, ConnId, Frame, Global, Outlet};
 
 /// What the broker did to a connection.
 #[allow(clippy::large_enum_variant)]
@@ -54,6 +55,14 @@ impl Harness {
     pub fn with(config: BrokerConfig) -> Self {
         Harness {
             broker: Broker::new(config),
+            now: Instant::now(),
+        }
+    }
+
+    /// Shard `shard` of a broker whose shards share `global`.
+    pub fn shard(global: &Arc<Global>, shard: u8) -> Self {
+        Harness {
+            broker: Broker::shard(BrokerConfig::default(), global.clone(), shard),
             now: Instant::now(),
         }
     }
