@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tern_codec::{Disconnect, Packet, ProtocolVersion, ReasonCode, Violation};
 
 use crate::BrokerConfig;
-use crate::durable::{Held, Journal, send_after};
+use crate::durable::{Held, Journal, PersistMode, send_after};
 use crate::frame::Frame;
 use crate::global::Global;
 use crate::persist::StoreOp;
@@ -190,6 +190,7 @@ impl<O: Outlet> Broker<O> {
 
     /// Shard number `shard` of a broker whose shards share `global`; holds no sessions.
     pub fn shard(config: BrokerConfig, global: Arc<Global>, shard: u8) -> Self {
+        let journal = Journal::new(PersistMode::Off, global.clone());
         let mut broker = Broker {
             config: Arc::new(config),
             conns: FxHashMap::default(),
@@ -202,7 +203,7 @@ impl<O: Outlet> Broker<O> {
             retained: RetainedTree::new(),
             timers: BTreeSet::new(),
             stats: Stats::default(),
-            journal: Journal::default(),
+            journal,
             holding: Vec::new(),
             backpressure: BackedUp::default(),
             route_hits: Vec::new(),

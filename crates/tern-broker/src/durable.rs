@@ -10,12 +10,14 @@
 //! [`PersistMode::Off`] no operation is even recorded.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tern_codec::ReasonCode;
 
 use crate::broker::{Broker, Conn, ConnId, Outlet, Timer};
 use crate::frame::{AckKind, Frame};
+use crate::global::Global;
 use crate::persist::{SessionRecord, Snapshot, StoreOp, StoredDelivery, Ticket};
 use crate::session::{Delivery, Inflight, Session, SessionId};
 
@@ -32,27 +34,36 @@ pub enum PersistMode {
 }
 
 /// Store operations not yet handed to the edge, and the batch numbering.
-#[derive(Debug, Default)]
+///
+/// A batch's ticket is reserved from the broker's [`Global`] counter when its first operation is
+/// recorded, so the tickets of every shard's batches form one sequence, which the store commits
+/// in order whatever order the batches reach it in. "Ticket `t` is durable" thus always means
+/// every batch numbered up to `t`, of whichever shard, is.
+#[derive(Debug)]
 pub(crate) struct Journal {
     pub mode: PersistMode,
     ops: Vec<StoreOp>,
-    /// The ticket the pending `ops` will get.
-    next_ticket: Ticket,
+    /// The ticket reserved for the pending `ops` if there are any, else the last ticket this
+    /// journal reserved (0 before the first).
+    ticket: Ticket,
     /// The highest ticket known durable.
     persisted: Ticket,
     /// Set when a commit failed, cleared by the next success: new durable work is refused.
     pub failing: bool,
+    /// Where tickets come from.
+    global: Arc<Global>,
 }
 
 impl Journal {
-    /// A journal numbering batches from 1.
-    pub fn new(mode: PersistMode) -> Self {
+    /// A journal drawing its tickets from `global`.
+    pub fn new(mode: PersistMode, global: Arc<Global>) -> Self {
         Journal {
             mode,
             ops: Vec::new(),
-            next_ticket: 1,
+            ticket: 0,
             persisted: 0,
             failing: false,
+            global,
         }
     }
 
@@ -64,6 +75,9 @@ impl Journal {
     /// Records `op` (nothing when persistence is off).
     pub fn push(&mut self, op: StoreOp) {
         if self.enabled() {
+            if self.ops.is_empty() {
+                self.ticket = self.global.ticket();
+            }
             self.ops.push(op);
         }
     }
@@ -75,20 +89,13 @@ impl Journal {
 
     /// The batch to wait for when operations were recorded since `mark` (sync mode only).
     pub fn wait_since(&self, mark: usize) -> Option<Ticket> {
-        (self.mode == PersistMode::Sync && self.ops.len() > mark).then_some(self.next_ticket)
+        (self.mode == PersistMode::Sync && self.ops.len() > mark).then_some(self.ticket)
     }
 
-    /// The batch a durability-dependent packet must wait for, if any is outstanding.
+    /// The batch a durability-dependent packet must wait for, if any is outstanding: the
+    /// pending one, or else the last one handed over, until it is durable.
     pub fn barrier(&self) -> Option<Ticket> {
-        if self.mode != PersistMode::Sync {
-            return None;
-        }
-        let last = if self.ops.is_empty() {
-            self.next_ticket - 1
-        } else {
-            self.next_ticket
-        };
-        (last > self.persisted).then_some(last)
+        (self.mode == PersistMode::Sync && self.ticket > self.persisted).then_some(self.ticket)
     }
 }
 
@@ -128,18 +135,16 @@ pub(crate) fn send_after<O: Outlet>(c: &mut Conn<O>, frame: Frame, wait: Option<
 impl<O: Outlet> Broker<O> {
     /// Chooses how durable state is handled; call before the first event.
     pub fn set_persistence(&mut self, mode: PersistMode) {
-        self.journal = Journal::new(mode);
+        self.journal = Journal::new(mode, self.global.clone());
     }
 
     /// The store operations recorded since the last call, as one numbered batch to commit in
-    /// order after every earlier batch.
+    /// order after every batch with a lower ticket (of this shard or another).
     pub fn poll_persist(&mut self) -> Option<(Ticket, Vec<StoreOp>)> {
         if self.journal.ops.is_empty() {
             return None;
         }
-        let t = self.journal.next_ticket;
-        self.journal.next_ticket += 1;
-        Some((t, std::mem::take(&mut self.journal.ops)))
+        Some((self.journal.ticket, std::mem::take(&mut self.journal.ops)))
     }
 
     /// Every batch up to `ticket` is durable: release the packets that waited for it.

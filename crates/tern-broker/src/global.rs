@@ -1,4 +1,4 @@
-//! What every shard of one broker shares: today the identifier counters.
+//! What every shard of one broker shares: the identifier counters and the store's tickets.
 //!
 //! A broker may run as several [`Broker`](crate::Broker) values ("shards"), each owning the
 //! sessions of its client ids behind its own lock (see `docs/design/core-concurrency.md`).
@@ -10,6 +10,7 @@ use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::broker::ConnId;
+use crate::persist::Ticket;
 use crate::session::{GroupId, SessionId};
 
 /// The low bits of a [`SessionId`] that name its shard.
@@ -25,6 +26,8 @@ pub struct Global {
     next_session: AtomicU64,
     next_group: AtomicU64,
     next_client: AtomicU64,
+    /// The next store batch's ticket (see `Journal`).
+    next_ticket: AtomicU64,
     /// Salt for assigned client identifiers, from std's per-process random keys.
     id_salt: u64,
 }
@@ -47,6 +50,7 @@ impl Global {
             next_session: AtomicU64::new(1),
             next_group: AtomicU64::new(1),
             next_client: AtomicU64::new(1),
+            next_ticket: AtomicU64::new(1),
             id_salt,
         }
     }
@@ -75,6 +79,14 @@ impl Global {
         let n = self.next_client.fetch_add(1, Relaxed);
         let n = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.id_salt;
         format!("tern-{n:016x}")
+    }
+}
+
+impl Global {
+    /// Reserves the ticket of a new store batch: one sequence from 1 for every shard, in which
+    /// the store commits batches.
+    pub(crate) fn ticket(&self) -> Ticket {
+        self.next_ticket.fetch_add(1, Relaxed)
     }
 }
 

@@ -4,7 +4,7 @@
 //! This module owns the thread, the channel from the core and the commit loop. It must not
 //! interpret operations (the store does) or decide what waits for what (the core does).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -54,15 +54,16 @@ pub(crate) fn spawn(
         .name("tern-store".into())
         .spawn(move || {
             let mut pending: Vec<StoreOp> = Vec::new();
+            // The last ticket whose operations are in `pending`.
             let mut last: Option<Ticket> = None;
+            let mut order = InOrder::default();
             let mut stop = false;
             let mut last_commit = Instant::now();
             while !stop {
                 // Wait for work, then take everything already queued: one commit for all of it.
                 match rx.recv() {
                     Ok(StoreMsg::Batch(t, ops)) => {
-                        pending.extend(ops);
-                        last = Some(t);
+                        last = order.accept(t, ops, &mut pending).or(last);
                     }
                     Ok(StoreMsg::Stop) | Err(_) => stop = true,
                 }
@@ -75,8 +76,7 @@ pub(crate) fn spawn(
                 while pending.len() < MAX_OPS_PER_COMMIT {
                     match rx.try_recv() {
                         Ok(StoreMsg::Batch(t, ops)) => {
-                            pending.extend(ops);
-                            last = Some(t);
+                            last = order.accept(t, ops, &mut pending).or(last);
                         }
                         Ok(StoreMsg::Stop) => stop = true,
                         Err(_) => break,
@@ -118,8 +118,7 @@ pub(crate) fn spawn(
                             while let Ok(msg) = rx.try_recv() {
                                 match msg {
                                     StoreMsg::Batch(t, ops) => {
-                                        pending.extend(ops);
-                                        last = Some(t);
+                                        last = order.accept(t, ops, &mut pending).or(last);
                                     }
                                     StoreMsg::Stop => stop = true,
                                 }
@@ -130,7 +129,61 @@ pub(crate) fn spawn(
                 pending.clear();
                 last_commit = Instant::now();
             }
+            if let Some(first) = order.early.keys().next() {
+                // Only a shard that never handed its batch over leaves a gap: what came after
+                // it was never acknowledged, and committing it out of order could undo it.
+                tracing::warn!(
+                    batches = order.early.len(),
+                    first,
+                    "store stopping with batches after a missing one; not committed"
+                );
+            }
         })
+}
+
+/// Puts batches back in ticket order. Shards reserve tickets from one counter but hand their
+/// batches over each at the end of its own call, so a batch may arrive before one with a lower
+/// ticket; it waits here until that one has come, and commits are always of a prefix of the
+/// sequence. That is what lets "ticket `t` is durable" stand for every batch up to `t`.
+#[derive(Debug)]
+struct InOrder {
+    /// The ticket the next batch to commit has.
+    next: Ticket,
+    /// Batches that arrived before a lower ticket.
+    early: BTreeMap<Ticket, Vec<StoreOp>>,
+}
+
+impl Default for InOrder {
+    fn default() -> Self {
+        InOrder {
+            next: 1,
+            early: BTreeMap::new(),
+        }
+    }
+}
+
+impl InOrder {
+    /// Takes batch `ticket`; appends it to `pending` if it is next in sequence, along with the
+    /// batches that were waiting for it, and returns the last ticket appended. Returns `None`
+    /// when nothing could be appended yet.
+    fn accept(
+        &mut self,
+        ticket: Ticket,
+        ops: Vec<StoreOp>,
+        pending: &mut Vec<StoreOp>,
+    ) -> Option<Ticket> {
+        if ticket != self.next {
+            self.early.insert(ticket, ops);
+            return None;
+        }
+        pending.extend(ops);
+        self.next += 1;
+        while let Some(ops) = self.early.remove(&self.next) {
+            pending.extend(ops);
+            self.next += 1;
+        }
+        Some(self.next - 1)
+    }
 }
 
 /// The delivery keys the store holds (written and not yet deleted), so that a delivery put
@@ -218,7 +271,7 @@ mod tests {
     use tern_broker::session::Message;
     use tern_codec::QoS;
 
-    use super::{Written, coalesce};
+    use super::{InOrder, Written, coalesce};
 
     fn put(client: &str, seq: u64) -> StoreOp {
         let msg = Message {
@@ -277,6 +330,22 @@ mod tests {
         ];
         coalesce(&mut ops, &written);
         assert_eq!(shape(&ops), ["put a/2", "put b/1", "put a/1", "del b/2"]);
+    }
+
+    #[test]
+    fn batches_are_committed_in_ticket_order_whatever_their_arrival() {
+        let mut order = InOrder::default();
+        let mut pending = Vec::new();
+        assert_eq!(order.accept(2, vec![put("b", 2)], &mut pending), None);
+        assert_eq!(order.accept(4, vec![put("d", 4)], &mut pending), None);
+        assert!(pending.is_empty(), "nothing before ticket 1 arrives");
+        assert_eq!(order.accept(1, vec![put("a", 1)], &mut pending), Some(2));
+        assert_eq!(shape(&pending), ["put a/1", "put b/2"]);
+        pending.clear();
+        assert_eq!(order.accept(3, vec![del("a", 1)], &mut pending), Some(4));
+        assert_eq!(shape(&pending), ["del a/1", "put d/4"]);
+        assert_eq!(order.accept(5, vec![], &mut pending), Some(5));
+        assert!(order.early.is_empty());
     }
 
     #[test]
