@@ -17,8 +17,7 @@ use crate::durable::{Held, Journal, PersistMode, send_after};
 use crate::frame::Frame;
 use crate::global::Global;
 use crate::persist::StoreOp;
-use crate::retained::RetainedTree;
-use crate::session::{GroupId, Message, Session, SessionId, SubEntry};
+use crate::session::{GroupId, Session, SessionId, SubEntry};
 use crate::topic_index::TopicIndex;
 
 /// The edge's handle on one transport connection: where the core puts packets and closes.
@@ -165,7 +164,6 @@ pub struct Broker<O: Outlet> {
     pub(crate) shared_index: TopicIndex<GroupId, ()>,
     pub(crate) groups: FxHashMap<GroupId, Group>,
     pub(crate) group_ids: HashMap<(String, String), GroupId>,
-    pub(crate) retained: RetainedTree<Arc<Message>>,
     pub(crate) timers: BTreeSet<(Instant, Timer)>,
     pub(crate) stats: Stats,
     /// Store operations waiting to be handed to the edge.
@@ -176,8 +174,11 @@ pub struct Broker<O: Outlet> {
     pub(crate) backpressure: BackedUp,
     /// The matches of the message being routed, kept for their capacity (cleared after use).
     pub(crate) route_hits: Vec<crate::publish_in::RouteHit>,
-    /// What this broker shares with the other shards of the same broker, if any.
+    /// What this broker shares with the other shards of the same broker, if any; the retained
+    /// messages are there.
     pub(crate) global: Arc<Global>,
+    /// This shard changed a retained message since [`Broker::poll_persist`] last looked.
+    pub(crate) retained_changed: bool,
     /// This shard's number, carried in the low bits of its session ids.
     shard: u8,
 }
@@ -190,8 +191,8 @@ impl<O: Outlet> Broker<O> {
 
     /// Shard number `shard` of a broker whose shards share `global`; holds no sessions.
     pub fn shard(config: BrokerConfig, global: Arc<Global>, shard: u8) -> Self {
-        let journal = Journal::new(PersistMode::Off, global.clone());
-        let mut broker = Broker {
+        let journal = Journal::new(PersistMode::Off, global.tickets());
+        Broker {
             config: Arc::new(config),
             conns: FxHashMap::default(),
             sessions: FxHashMap::default(),
@@ -200,7 +201,6 @@ impl<O: Outlet> Broker<O> {
             shared_index: TopicIndex::new(),
             groups: FxHashMap::default(),
             group_ids: HashMap::new(),
-            retained: RetainedTree::new(),
             timers: BTreeSet::new(),
             stats: Stats::default(),
             journal,
@@ -208,22 +208,9 @@ impl<O: Outlet> Broker<O> {
             backpressure: BackedUp::default(),
             route_hits: Vec::new(),
             global,
+            retained_changed: false,
             shard,
-        };
-        let version = Message {
-            topic: "$SYS/broker/version".into(),
-            payload: format!("tern {}", env!("CARGO_PKG_VERSION")).into(),
-            qos: tern_codec::QoS::AtMostOnce,
-            retain: true,
-            properties: Default::default(),
-            expires_at: None,
-            publisher: None,
-            shared_properties: Default::default(),
-        };
-        broker
-            .retained
-            .insert("$SYS/broker/version", Arc::new(version));
-        broker
+        }
     }
 
     /// The configuration this broker runs with.
@@ -470,7 +457,7 @@ impl<O: Outlet> Broker<O> {
             connections: self.conns.len(),
             clients_connected: self.conns.values().filter(|c| c.session.is_some()).count(),
             sessions: self.sessions.len(),
-            retained: self.retained.len(),
+            retained: self.global.retained().tree.len(),
             subscriptions: self.index.len()
                 + self.groups.values().map(|g| g.members.len()).sum::<usize>(),
             ..self.stats.clone()

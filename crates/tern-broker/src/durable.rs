@@ -17,7 +17,7 @@ use tern_codec::ReasonCode;
 
 use crate::broker::{Broker, Conn, ConnId, Outlet, Timer};
 use crate::frame::{AckKind, Frame};
-use crate::global::Global;
+use crate::global::Tickets;
 use crate::persist::{SessionRecord, Snapshot, StoreOp, StoredDelivery, Ticket};
 use crate::session::{Delivery, Inflight, Session, SessionId};
 
@@ -51,19 +51,19 @@ pub(crate) struct Journal {
     /// Set when a commit failed, cleared by the next success: new durable work is refused.
     pub failing: bool,
     /// Where tickets come from.
-    global: Arc<Global>,
+    tickets: Arc<Tickets>,
 }
 
 impl Journal {
-    /// A journal drawing its tickets from `global`.
-    pub fn new(mode: PersistMode, global: Arc<Global>) -> Self {
+    /// A journal drawing its tickets from `tickets`.
+    pub fn new(mode: PersistMode, tickets: Arc<Tickets>) -> Self {
         Journal {
             mode,
             ops: Vec::new(),
             ticket: 0,
             persisted: 0,
             failing: false,
-            global,
+            tickets,
         }
     }
 
@@ -76,7 +76,7 @@ impl Journal {
     pub fn push(&mut self, op: StoreOp) {
         if self.enabled() {
             if self.ops.is_empty() {
-                self.ticket = self.global.ticket();
+                self.ticket = self.tickets.reserve();
             }
             self.ops.push(op);
         }
@@ -90,6 +90,11 @@ impl Journal {
     /// The batch to wait for when operations were recorded since `mark` (sync mode only).
     pub fn wait_since(&self, mark: usize) -> Option<Ticket> {
         (self.mode == PersistMode::Sync && self.ops.len() > mark).then_some(self.ticket)
+    }
+
+    /// The pending operations as one batch with its ticket, if there are any.
+    pub fn take(&mut self) -> Option<(Ticket, Vec<StoreOp>)> {
+        (!self.ops.is_empty()).then(|| (self.ticket, std::mem::take(&mut self.ops)))
     }
 
     /// The batch a durability-dependent packet must wait for, if any is outstanding: the
@@ -135,16 +140,23 @@ pub(crate) fn send_after<O: Outlet>(c: &mut Conn<O>, frame: Frame, wait: Option<
 impl<O: Outlet> Broker<O> {
     /// Chooses how durable state is handled; call before the first event.
     pub fn set_persistence(&mut self, mode: PersistMode) {
-        self.journal = Journal::new(mode, self.global.clone());
+        self.journal = Journal::new(mode, self.global.tickets());
+        self.global.retained_mut().journal.mode = mode;
     }
 
     /// The store operations recorded since the last call, as one numbered batch to commit in
     /// order after every batch with a lower ticket (of this shard or another).
+    /// The retained messages' operations come as batches of their own, after this shard's, when
+    /// this shard changed a retained message since the last call (another shard may have
+    /// handed them over already).
     pub fn poll_persist(&mut self) -> Option<(Ticket, Vec<StoreOp>)> {
-        if self.journal.ops.is_empty() {
-            return None;
+        if let Some(batch) = self.journal.take() {
+            return Some(batch);
         }
-        Some((self.journal.ticket, std::mem::take(&mut self.journal.ops)))
+        if std::mem::take(&mut self.retained_changed) {
+            return self.global.retained_mut().journal.take();
+        }
+        None
     }
 
     /// Every batch up to `ticket` is durable: release the packets that waited for it.
@@ -283,11 +295,13 @@ impl<O: Outlet> Broker<O> {
     /// that were connected when the store was written are disconnected now: their expiry and
     /// will start counting from `now`.
     pub fn restore(&mut self, now: Instant, snapshot: Snapshot) {
+        let mut retained = self.global.retained_mut();
         for msg in snapshot.retained {
             if !msg.expired(now) {
-                self.retained.insert(&msg.topic.clone(), msg);
+                retained.tree.insert(&msg.topic.clone(), msg);
             }
         }
+        drop(retained);
         for stored in snapshot.sessions {
             let r = stored.record;
             let sid = self.new_session_id();

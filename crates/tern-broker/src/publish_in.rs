@@ -12,7 +12,7 @@ use tern_codec::{Ack, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Viola
 
 use crate::broker::{Broker, CloseHow, ConnId, Outlet};
 use crate::frame::{AckKind, Frame};
-use crate::persist::StoreOp;
+use crate::persist::{StoreOp, Ticket};
 use crate::session::{Delivery, GroupId, Message, SessionId};
 
 /// Topics under this prefix belong to the broker [MQTT-4.7.2-1]; clients cannot publish there.
@@ -140,6 +140,8 @@ impl<O: Outlet> Broker<O> {
             return self.close_conn(now, conn, how);
         }
         let mark = self.journal.mark();
+        // The retained store's batch, when the message changed it.
+        let mut retained_wait = None;
         let refusal = self.check_publish(&p, version);
         if refusal.is_none() {
             let msg = Message {
@@ -157,7 +159,7 @@ impl<O: Outlet> Broker<O> {
                 publisher: Some(sid),
                 shared_properties: Default::default(),
             };
-            self.accept_message(now, Arc::new(msg));
+            retained_wait = self.accept_message(now, Arc::new(msg));
         } else if p.qos == QoS::AtMostOnce
             && version.is_v5()
             && refusal == Some(ReasonCode::PAYLOAD_FORMAT_INVALID)
@@ -181,7 +183,7 @@ impl<O: Outlet> Broker<O> {
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => {
                 // The acknowledgment waits until what routing recorded is durable.
-                let wait = self.journal.wait_since(mark);
+                let wait = self.journal.wait_since(mark).max(retained_wait);
                 self.send_durable(conn, Frame::Ack(AckKind::PubAck, id, reason), wait)
             }
             (QoS::ExactlyOnce, Some(id)) => {
@@ -197,7 +199,7 @@ impl<O: Outlet> Broker<O> {
                         });
                     }
                 }
-                let wait = self.journal.wait_since(mark);
+                let wait = self.journal.wait_since(mark).max(retained_wait);
                 self.send_durable(conn, Frame::Ack(AckKind::PubRec, id, reason), wait)
             }
             _ => {}
@@ -249,21 +251,30 @@ impl<O: Outlet> Broker<O> {
         known
     }
 
-    /// Stores a retained message if asked, then routes the message to subscribers.
-    pub(crate) fn accept_message(&mut self, now: Instant, msg: Arc<Message>) {
+    /// Stores a retained message if asked, then routes the message to subscribers. Returns the
+    /// store batch an acknowledgment of the message must wait for, beyond this shard's own,
+    /// when the retained store changed (sync mode only).
+    pub(crate) fn accept_message(&mut self, now: Instant, msg: Arc<Message>) -> Option<Ticket> {
+        let mut wait = None;
         if msg.retain {
+            let mut retained = self.global.retained_mut();
+            let mark = retained.journal.mark();
             // [MQTT-3.3.1-5..7] Replace; an empty payload deletes.
             if msg.payload.is_empty() {
-                if self.retained.remove(&msg.topic).is_some() {
-                    self.journal
+                if retained.tree.remove(&msg.topic).is_some() {
+                    retained
+                        .journal
                         .push(StoreOp::DeleteRetained(msg.topic.clone()));
                 }
             } else {
-                self.retained.insert(&msg.topic, msg.clone());
-                self.journal.push(StoreOp::PutRetained(msg.clone()));
+                retained.tree.insert(&msg.topic, msg.clone());
+                retained.journal.push(StoreOp::PutRetained(msg.clone()));
             }
+            wait = retained.journal.wait_since(mark);
+            self.retained_changed |= retained.journal.mark() > mark;
         }
         self.route(now, msg);
+        wait
     }
 
     /// Sends `msg` to every matching subscription: once per session at the highest matching QoS
@@ -401,6 +412,7 @@ impl<O: Outlet> Broker<O> {
             publisher: Some(sid),
             shared_properties: Default::default(),
         };
+        // Nothing acknowledges a will, so nothing waits for its retained record.
         self.accept_message(now, Arc::new(msg));
     }
 }

@@ -99,7 +99,8 @@ impl<O: Outlet> Broker<O> {
     fn send_retained(&mut self, now: Instant, sid: SessionId, filter: &str, entry: SubEntry) {
         let v5 = self.sessions.get(&sid).is_some_and(|s| s.version.is_v5());
         let mut found = Vec::new();
-        self.retained.for_each_match(filter, |_, m| {
+        // Read under the retained lock, delivered after it is released.
+        self.global.retained().tree.for_each_match(filter, |_, m| {
             if !m.expired(now) {
                 found.push(m.clone());
             }

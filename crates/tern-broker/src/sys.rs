@@ -26,7 +26,7 @@ impl<O: Outlet> Broker<O> {
             publisher: None,
             shared_properties: Default::default(),
         });
-        self.retained.insert(topic, msg.clone());
+        self.global.retained_mut().tree.insert(topic, msg.clone());
         self.route(now, msg);
     }
 }
