@@ -17,7 +17,7 @@ use crate::durable::{Held, Journal, PersistMode, send_after};
 use crate::frame::Frame;
 use crate::global::Global;
 use crate::persist::StoreOp;
-use crate::session::{GroupId, Session, SessionId, SubEntry};
+use crate::session::{Session, SessionId, SubEntry};
 use crate::topic_index::TopicIndex;
 
 /// The edge's handle on one transport connection: where the core puts packets and closes.
@@ -134,13 +134,6 @@ impl BackedUp {
     }
 }
 
-/// A shared subscription `$share/{name}/{filter}` and its members.
-pub(crate) struct Group {
-    pub members: Vec<(SessionId, SubEntry)>,
-    /// Round-robin position.
-    pub cursor: usize,
-}
-
 /// How a connection ends, decided where the cause is known.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CloseHow {
@@ -160,10 +153,6 @@ pub struct Broker<O: Outlet> {
     pub(crate) by_client_id: HashMap<Arc<str>, SessionId>,
     /// Non-shared subscriptions.
     pub(crate) index: TopicIndex<SessionId, SubEntry>,
-    /// Shared subscriptions: one entry per group.
-    pub(crate) shared_index: TopicIndex<GroupId, ()>,
-    pub(crate) groups: FxHashMap<GroupId, Group>,
-    pub(crate) group_ids: HashMap<(String, String), GroupId>,
     pub(crate) timers: BTreeSet<(Instant, Timer)>,
     pub(crate) stats: Stats,
     /// Store operations waiting to be handed to the edge.
@@ -198,9 +187,6 @@ impl<O: Outlet> Broker<O> {
             sessions: FxHashMap::default(),
             by_client_id: HashMap::new(),
             index: TopicIndex::new(),
-            shared_index: TopicIndex::new(),
-            groups: FxHashMap::default(),
-            group_ids: HashMap::new(),
             timers: BTreeSet::new(),
             stats: Stats::default(),
             journal,
@@ -459,7 +445,9 @@ impl<O: Outlet> Broker<O> {
             sessions: self.sessions.len(),
             retained: self.global.retained().tree.len(),
             subscriptions: self.index.len()
-                + self.groups.values().map(|g| g.members.len()).sum::<usize>(),
+                + self.global.shared().map_or(0, |shared| {
+                    shared.groups.values().map(|g| g.members.len()).sum()
+                }),
             ..self.stats.clone()
         }
     }
@@ -536,6 +524,7 @@ impl<O: Outlet> Broker<O> {
         }
         tracing::info!(client_id = %s.client_id, reason = how.why, "client disconnected");
         s.conn = None;
+        self.global.set_online(s, false);
         if !how.will {
             s.will = None;
         }
@@ -611,11 +600,6 @@ impl<O: Outlet> Broker<O> {
     /// A fresh session id, owned by this shard.
     pub(crate) fn new_session_id(&mut self) -> SessionId {
         self.global.session_id(self.shard)
-    }
-
-    /// A fresh shared-group id.
-    pub(crate) fn new_group_id(&mut self) -> GroupId {
-        self.global.group_id()
     }
 
     /// A client identifier for a client that sent none [MQTT-3.1.3-6].

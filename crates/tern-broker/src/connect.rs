@@ -141,6 +141,7 @@ impl<O: Outlet> Broker<O> {
             .get_mut(&sid)
             .expect("session just found or made");
         s.conn = Some(conn);
+        self.global.set_online(s, true);
         s.version = connect.protocol;
         s.expiry_interval = expiry;
         s.expires_at = None;
@@ -262,6 +263,7 @@ impl<O: Outlet> Broker<O> {
         }
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.conn = None;
+            self.global.set_online(s, false);
         }
         if let Some(c) = self.conns.get_mut(&old_conn) {
             c.session = None;

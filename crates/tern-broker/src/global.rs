@@ -1,23 +1,29 @@
-//! What every shard of one broker shares: the identifier counters, the store's tickets and the
-//! retained messages.
+//! What every shard of one broker shares: the identifier counters, the store's tickets, the
+//! retained messages and the shared subscriptions.
 //!
 //! A broker may run as several [`Broker`](crate::Broker) values ("shards"), each owning the
 //! sessions of its client ids behind its own lock (see `docs/design/core-concurrency.md`).
 //! Whatever must be unique or single across them lives here, behind an `Arc` each shard holds.
 //! Rules for what is added here: a shard never holds two of its locks at once, and nothing here
 //! calls back into a shard, so no lock order can form a cycle. The counters are atomics; the
-//! retained messages are behind a `RwLock`, which a shard takes while it holds its own lock,
-//! never the other way round, and releases before it delivers anything.
+//! retained messages and the shared subscriptions are each behind a `RwLock`, which a shard
+//! takes while it holds its own lock, never the other way round, never both at once, and
+//! releases before it delivers anything.
 
+use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::broker::ConnId;
 use crate::durable::{Journal, PersistMode};
 use crate::persist::Ticket;
 use crate::retained::RetainedTree;
-use crate::session::{GroupId, Message, SessionId};
+use crate::session::{GroupId, Message, Session, SessionId, SubEntry};
+use crate::topic_index::TopicIndex;
+
+use rustc_hash::FxHashMap;
+use tern_codec::topic::parse_filter;
 
 /// The low bits of a [`SessionId`] that name its shard.
 const SHARD_BITS: u32 = 8;
@@ -26,7 +32,6 @@ const SHARD_BITS: u32 = 8;
 pub const MAX_SHARDS: usize = 1 << SHARD_BITS;
 
 /// State shared by every shard of one broker.
-#[derive(Debug)]
 pub struct Global {
     next_conn: AtomicU64,
     next_session: AtomicU64,
@@ -36,8 +41,22 @@ pub struct Global {
     tickets: Arc<Tickets>,
     /// The retained messages, and the journal of their store operations.
     retained: RwLock<Retained>,
+    /// The shared subscriptions.
+    shared: RwLock<SharedRoutes>,
+    /// How many shared groups exist, so that routing looks at them only when there are some.
+    groups: AtomicUsize,
     /// Salt for assigned client identifiers, from std's per-process random keys.
     id_salt: u64,
+}
+
+impl std::fmt::Debug for Global {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Global")
+            .field("next_conn", &self.next_conn)
+            .field("next_session", &self.next_session)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Global {
@@ -64,6 +83,8 @@ impl Global {
                 tree: RetainedTree::new(),
                 journal: Journal::new(PersistMode::Off, tickets),
             }),
+            shared: RwLock::new(SharedRoutes::default()),
+            groups: AtomicUsize::new(0),
             id_salt,
         };
         let version = Message {
@@ -123,6 +144,31 @@ impl Global {
         self.retained.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The shared subscriptions, to change them.
+    pub(crate) fn shared_mut(&self) -> SharedGuard<'_> {
+        SharedGuard {
+            routes: self.shared.write().unwrap_or_else(PoisonError::into_inner),
+            count: &self.groups,
+        }
+    }
+
+    /// The shared subscriptions, to route through them; `None` when there are none.
+    pub(crate) fn shared(&self) -> Option<RwLockReadGuard<'_, SharedRoutes>> {
+        (self.groups.load(Relaxed) > 0)
+            .then(|| self.shared.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Records in its shared groups whether session `s` has a connection now.
+    pub(crate) fn set_online(&self, s: &Session, online: bool) {
+        let mut shared = s.subscriptions.keys().filter(|f| f.starts_with("$share/"));
+        if shared.clone().next().is_none() {
+            return;
+        }
+        if let Some(routes) = self.shared() {
+            routes.set_online(s.id, &mut shared, online);
+        }
+    }
+
     /// Where store batches get their tickets.
     pub(crate) fn tickets(&self) -> Arc<Tickets> {
         Arc::clone(&self.tickets)
@@ -138,13 +184,105 @@ pub(crate) struct Retained {
     pub journal: Journal,
 }
 
-impl std::fmt::Debug for Retained {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Retained")
-            .field("messages", &self.tree.len())
-            .field("journal", &self.journal)
-            .finish()
+/// The shared subscriptions `$share/{name}/{filter}` of the whole broker.
+#[derive(Default)]
+pub(crate) struct SharedRoutes {
+    /// One entry per group, under its filter.
+    pub index: TopicIndex<GroupId, ()>,
+    pub groups: FxHashMap<GroupId, Group>,
+    /// (share name, filter) → group.
+    pub group_ids: HashMap<(String, String), GroupId>,
+}
+
+impl SharedRoutes {
+    /// Picks the member of group `g` to get the next message: round-robin, connected members
+    /// first, never `avoid` (a member that just left).
+    pub(crate) fn pick(
+        &self,
+        g: GroupId,
+        avoid: Option<SessionId>,
+    ) -> Option<(SessionId, SubEntry)> {
+        let group = self.groups.get(&g)?;
+        let n = group.members.len();
+        let cursor = group.cursor.load(Relaxed);
+        let order = || (0..n).map(move |k| (cursor + k) % n);
+        let eligible = |k: &usize| Some(group.members[*k].sid) != avoid;
+        let k = order()
+            .filter(eligible)
+            .find(|&k| group.members[k].online.load(Relaxed))
+            .or_else(|| order().find(eligible))?;
+        // Shards picking at once may give one member two messages in a row: round-robin is
+        // kept on the whole, not to the message.
+        group.cursor.store((k + 1) % n, Relaxed);
+        let m = &group.members[k];
+        Some((m.sid, m.entry))
     }
+
+    /// Records whether session `sid`, a member of the groups of `filters` (its subscriptions,
+    /// as subscribed), has a connection.
+    pub(crate) fn set_online<'a>(
+        &self,
+        sid: SessionId,
+        filters: impl Iterator<Item = &'a String>,
+        online: bool,
+    ) {
+        for filter in filters {
+            let Ok(parsed) = parse_filter(filter) else {
+                continue;
+            };
+            let Some(name) = parsed.share_group else {
+                continue;
+            };
+            let key = (name.to_string(), parsed.filter.to_string());
+            let group = self.group_ids.get(&key).and_then(|g| self.groups.get(g));
+            if let Some(m) = group.and_then(|g| g.members.iter().find(|m| m.sid == sid)) {
+                m.online.store(online, Relaxed);
+            }
+        }
+    }
+}
+
+/// The write guard of [`SharedRoutes`], keeping the count of groups that routing checks.
+pub(crate) struct SharedGuard<'a> {
+    routes: RwLockWriteGuard<'a, SharedRoutes>,
+    count: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for SharedGuard<'_> {
+    type Target = SharedRoutes;
+    fn deref(&self) -> &SharedRoutes {
+        &self.routes
+    }
+}
+
+impl std::ops::DerefMut for SharedGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SharedRoutes {
+        &mut self.routes
+    }
+}
+
+impl Drop for SharedGuard<'_> {
+    fn drop(&mut self) {
+        self.count.store(self.routes.groups.len(), Relaxed);
+    }
+}
+
+/// A shared subscription `$share/{name}/{filter}` and its members.
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub members: Vec<Member>,
+    /// Round-robin position.
+    pub cursor: AtomicUsize,
+}
+
+/// One session's membership of a shared group.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub sid: SessionId,
+    /// The member's subscription options and identifier.
+    pub entry: SubEntry,
+    /// The session has a connection, as its shard last recorded.
+    pub online: AtomicBool,
 }
 
 /// The sequence store batches take their tickets from: one for every journal of one broker,

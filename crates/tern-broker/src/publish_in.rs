@@ -293,8 +293,11 @@ impl<O: Outlet> Broker<O> {
             hits.push((sid, e.options.qos, e.options.retain_as_published, e.sub_id));
         });
         let mut groups: Vec<GroupId> = Vec::new();
-        self.shared_index
-            .for_each_match(&msg.topic, |g, ()| groups.push(g));
+        if let Some(shared) = self.global.shared() {
+            shared
+                .index
+                .for_each_match(&msg.topic, |g, ()| groups.push(g));
+        }
 
         // A session's overlapping subscriptions are merged below, which needs its matches next
         // to each other; the matches of one filter name each session once.
@@ -346,22 +349,14 @@ impl<O: Outlet> Broker<O> {
         msg: Arc<Message>,
         avoid: Option<SessionId>,
     ) -> bool {
-        let Some(group) = self.groups.get_mut(&g) else {
+        // Picked under the shared groups' read lock, delivered after it is released.
+        let pick = self
+            .global
+            .shared()
+            .and_then(|shared| shared.pick(g, avoid));
+        let Some((sid, entry)) = pick else {
             return false;
         };
-        let n = group.members.len();
-        let connected = |sid: &SessionId| self.sessions.get(sid).is_some_and(|s| s.conn.is_some());
-        let pick = (0..n)
-            .map(|k| (group.cursor + k) % n)
-            .find(|&k| Some(group.members[k].0) != avoid && connected(&group.members[k].0))
-            .or_else(|| {
-                (0..n)
-                    .map(|k| (group.cursor + k) % n)
-                    .find(|&k| Some(group.members[k].0) != avoid)
-            });
-        let Some(k) = pick else { return false };
-        group.cursor = (k + 1) % n;
-        let (sid, entry) = group.members[k];
         let v5 = self.sessions.get(&sid).is_some_and(|s| s.version.is_v5());
         let d = Delivery {
             qos: msg.qos.min(entry.options.qos),

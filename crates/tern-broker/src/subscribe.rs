@@ -1,6 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE: filter checks, the subscription index and shared groups, and the
 //! retained messages a new subscription receives.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Instant;
 
 use tern_codec::topic::parse_filter;
@@ -8,7 +9,8 @@ use tern_codec::{
     Packet, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Violation,
 };
 
-use crate::broker::{Broker, ConnId, Group, Outlet};
+use crate::broker::{Broker, ConnId, Outlet};
+use crate::global::{Group, Member};
 use crate::session::{Delivery, SessionId, SubEntry};
 
 impl<O: Outlet> Broker<O> {
@@ -136,27 +138,33 @@ impl<O: Outlet> Broker<O> {
     }
 
     fn join_group(&mut self, sid: SessionId, name: &str, filter: &str, entry: SubEntry) {
+        let online = self.sessions.get(&sid).is_some_and(|s| s.conn.is_some());
         let key = (name.to_string(), filter.to_string());
-        let g = match self.group_ids.get(&key) {
+        let mut shared = self.global.shared_mut();
+        let g = match shared.group_ids.get(&key) {
             Some(&g) => g,
             None => {
-                let g = self.new_group_id();
-                self.group_ids.insert(key, g);
-                self.groups.insert(
+                let g = self.global.group_id();
+                shared.group_ids.insert(key, g);
+                shared.groups.insert(
                     g,
                     Group {
                         members: Vec::new(),
-                        cursor: 0,
+                        cursor: AtomicUsize::new(0),
                     },
                 );
-                self.shared_index.insert(filter, g, ());
+                shared.index.insert(filter, g, ());
                 g
             }
         };
-        let group = self.groups.get_mut(&g).expect("group just found or made");
-        match group.members.iter_mut().find(|m| m.0 == sid) {
-            Some(m) => m.1 = entry,
-            None => group.members.push((sid, entry)),
+        let group = shared.groups.get_mut(&g).expect("group just found or made");
+        match group.members.iter_mut().find(|m| m.sid == sid) {
+            Some(m) => m.entry = entry,
+            None => group.members.push(Member {
+                sid,
+                entry,
+                online: AtomicBool::new(online),
+            }),
         }
     }
 
@@ -206,19 +214,21 @@ impl<O: Outlet> Broker<O> {
             }
             Some(name) => {
                 let key = (name.to_string(), parsed.filter.to_string());
-                let Some(&g) = self.group_ids.get(&key) else {
+                let mut shared = self.global.shared_mut();
+                let Some(&g) = shared.group_ids.get(&key) else {
                     return;
                 };
-                let Some(group) = self.groups.get_mut(&g) else {
+                let Some(group) = shared.groups.get_mut(&g) else {
                     return;
                 };
-                group.members.retain(|m| m.0 != sid);
+                group.members.retain(|m| m.sid != sid);
                 if group.members.is_empty() {
-                    self.groups.remove(&g);
-                    self.group_ids.remove(&key);
-                    self.shared_index.remove(parsed.filter, &g);
+                    shared.groups.remove(&g);
+                    shared.group_ids.remove(&key);
+                    shared.index.remove(parsed.filter, &g);
                 } else {
-                    group.cursor %= group.members.len();
+                    let cursor = group.cursor.get_mut();
+                    *cursor %= group.members.len();
                 }
             }
         }

@@ -73,8 +73,9 @@ fn empty_client_id_is_assigned_for_v5() {
     assert_ne!(ack2.properties.assigned_client_identifier, Some(id));
 }
 
-/// The shards of one broker draw connection, session and group ids and assigned client ids
-/// from one source: none is handed out twice, and a session id names its shard.
+/// The shards of one broker draw connection and session ids and assigned client ids from one
+/// source: none is handed out twice, and a session id names its shard; shared groups are one
+/// set for every shard.
 #[test]
 fn two_brokers_sharing_ids_never_hand_out_the_same_id() {
     let global = Arc::new(Global::new());
@@ -92,17 +93,21 @@ fn two_brokers_sharing_ids_never_hand_out_the_same_id() {
             named.subscribe(h, &format!("$share/g{i}/t"), QoS::AtMostOnce);
         }
     }
-    let (mut sessions, mut groups) = (HashSet::new(), HashSet::new());
+    let mut sessions = HashSet::new();
     for (shard, h) in shards.iter().enumerate() {
         assert_eq!(h.broker.sessions.len(), 100);
         for &sid in h.broker.sessions.keys() {
             assert_eq!(sid.shard(), shard);
             assert!(sessions.insert(sid));
         }
-        assert_eq!(h.broker.groups.len(), 50);
-        groups.extend(h.broker.groups.keys().copied());
     }
-    assert_eq!(groups.len(), 100, "group ids are unique across shards");
+    // A share name and filter make one group whichever shards its members live in.
+    let shared = global.shared_mut();
+    assert_eq!(shared.groups.len(), 50);
+    for group in shared.groups.values() {
+        let shards: HashSet<_> = group.members.iter().map(|m| m.sid.shard()).collect();
+        assert_eq!(shards.len(), 2);
+    }
 }
 
 /// v3.1.1: [MQTT-3.1.3-6] [MQTT-3.1.3-7] [MQTT-3.1.3-8]

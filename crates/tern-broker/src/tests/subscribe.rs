@@ -1,6 +1,9 @@
+use std::sync::Arc;
+
 use tern_codec::*;
 
 use super::harness::*;
+use crate::Global;
 
 /// v5: [MQTT-2.2.1-6] [MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.8.4-5] [MQTT-3.8.4-6] [MQTT-3.8.4-7]
 /// [MQTT-3.9.3-1] [MQTT-3.9.3-2] [MQTT-4.7.1-1]
@@ -235,4 +238,47 @@ fn unsubscribing_removes_the_member_from_its_group() {
     }
     assert!(a.publishes().is_empty());
     assert_eq!(b.publishes().len(), 3);
+}
+
+/// A group's members may live in different shards: whether a member is connected, which the
+/// pick of the next member prefers, is what its own shard last recorded, seen by every shard.
+#[test]
+fn a_members_connection_is_seen_by_the_picks_of_every_shard() {
+    let global = Arc::new(Global::new());
+    let (mut a, mut b) = (Harness::shard(&global, 0), Harness::shard(&global, 1));
+    let in_a = a.v5("in-a");
+    in_a.subscribe(&mut a, "$share/g/t", QoS::AtLeastOnce);
+    let mut c = connect(ProtocolVersion::V5, "in-b", true);
+    c.properties.session_expiry_interval = Some(60);
+    let (in_b, _) = b.connect(c.clone());
+    in_b.subscribe(&mut b, "$share/g/t", QoS::AtLeastOnce);
+    let sid_a = *a.broker.sessions.keys().next().expect("one session");
+    let sid_b = *b.broker.sessions.keys().next().expect("one session");
+    let g = *global.shared_mut().groups.keys().next().expect("one group");
+    let picks = |n| -> Vec<_> {
+        let shared = global.shared_mut();
+        (0..n)
+            .map(|_| shared.pick(g, None).expect("a member").0)
+            .collect()
+    };
+    let both = picks(4);
+    assert_eq!(both.iter().filter(|&&s| s == sid_b).count(), 2, "{both:?}");
+
+    // The member in b loses its connection; its session stays.
+    b.broker.handle_closed(b.now, in_b.conn);
+    assert_eq!(picks(3), vec![sid_a; 3]);
+    // Back, and taken over by a new connection: connected all along.
+    let (again, _) = b.connect(Connect {
+        clean_start: false,
+        ..c.clone()
+    });
+    let (_, _) = b.connect(Connect {
+        clean_start: false,
+        ..c
+    });
+    assert!(again.is_closed());
+    assert_eq!(picks(4).iter().filter(|&&s| s == sid_b).count(), 2);
+    // The member in a goes.
+    a.broker.handle_closed(a.now, in_a.conn);
+    assert_eq!(picks(2), vec![sid_b; 2]);
 }
