@@ -17,6 +17,7 @@ use crate::durable::{Held, Journal, PersistMode, send_after};
 use crate::frame::Frame;
 use crate::global::Global;
 use crate::persist::StoreOp;
+use crate::remote::Outbox;
 use crate::session::{Session, SessionId, SubEntry};
 use crate::topic_index::TopicIndex;
 
@@ -60,6 +61,20 @@ pub struct Stats {
     pub publish_sent: u64,
     /// Messages dropped (queue limits, expiry, oversize for the client, QoS 0 while offline).
     pub dropped: u64,
+}
+
+impl Stats {
+    /// Adds another shard's counters to these.
+    pub fn add(&mut self, other: &Stats) {
+        self.connections += other.connections;
+        self.clients_connected += other.clients_connected;
+        self.sessions += other.sessions;
+        self.retained += other.retained;
+        self.subscriptions += other.subscriptions;
+        self.publish_received += other.publish_received;
+        self.publish_sent += other.publish_sent;
+        self.dropped += other.dropped;
+    }
 }
 
 /// A deadline kind; entries may be stale and are checked against the owner when they fire.
@@ -163,6 +178,8 @@ pub struct Broker<O: Outlet> {
     pub(crate) backpressure: BackedUp,
     /// The matches of the message being routed, kept for their capacity (cleared after use).
     pub(crate) route_hits: Vec<crate::publish_in::RouteHit>,
+    /// What this shard's calls left for the other shards (see `remote.rs`).
+    pub(crate) outbox: Outbox,
     /// What this broker shares with the other shards of the same broker, if any; the retained
     /// messages are there.
     pub(crate) global: Arc<Global>,
@@ -175,11 +192,16 @@ pub struct Broker<O: Outlet> {
 impl<O: Outlet> Broker<O> {
     /// A broker with `config`, holding no sessions.
     pub fn new(config: BrokerConfig) -> Self {
-        Self::shard(config, Arc::new(Global::new()), 0)
+        Self::with_global(config, Arc::new(Global::new()), 0)
     }
 
     /// Shard number `shard` of a broker whose shards share `global`; holds no sessions.
-    pub fn shard(config: BrokerConfig, global: Arc<Global>, shard: u8) -> Self {
+    pub fn with_global(config: BrokerConfig, global: Arc<Global>, shard: u8) -> Self {
+        assert!(
+            usize::from(shard) < global.shards(),
+            "shard {shard} of {}",
+            global.shards()
+        );
         let journal = Journal::new(PersistMode::Off, global.tickets());
         Broker {
             config: Arc::new(config),
@@ -193,6 +215,7 @@ impl<O: Outlet> Broker<O> {
             holding: Vec::new(),
             backpressure: BackedUp::default(),
             route_hits: Vec::new(),
+            outbox: Outbox::default(),
             global,
             retained_changed: false,
             shard,
@@ -437,17 +460,24 @@ impl<O: Outlet> Broker<O> {
         }
     }
 
-    /// Current counters.
+    /// Current counters. With several shards each reports its own part, and shard 0 also the
+    /// parts they share (retained messages, shared subscriptions): the broker's figures are the
+    /// sum over the shards ([`Stats::add`]).
     pub fn stats(&self) -> Stats {
+        let global = self.shard() == 0;
         Stats {
             connections: self.conns.len(),
             clients_connected: self.conns.values().filter(|c| c.session.is_some()).count(),
             sessions: self.sessions.len(),
-            retained: self.global.retained().tree.len(),
+            retained: match global {
+                true => self.global.retained().tree.len(),
+                false => 0,
+            },
             subscriptions: self.index.len()
-                + self.global.shared().map_or(0, |shared| {
-                    shared.groups.values().map(|g| g.members.len()).sum()
-                }),
+                + match (global, self.global.shared()) {
+                    (true, Some(shared)) => shared.groups.values().map(|g| g.members.len()).sum(),
+                    _ => 0,
+                },
             ..self.stats.clone()
         }
     }
@@ -602,14 +632,27 @@ impl<O: Outlet> Broker<O> {
         self.global.session_id(self.shard)
     }
 
-    /// A client identifier for a client that sent none [MQTT-3.1.3-6].
+    /// A client identifier for a client that sent none [MQTT-3.1.3-6], one whose sessions
+    /// belong to this shard.
     pub(crate) fn assign_client_id(&mut self) -> String {
         loop {
             let id = self.global.client_id();
-            if !self.by_client_id.contains_key(id.as_str()) {
+            if self.global.shard_of(&id) == self.shard()
+                && !self.by_client_id.contains_key(id.as_str())
+            {
                 return id;
             }
         }
+    }
+
+    /// This shard's number.
+    pub fn shard(&self) -> usize {
+        usize::from(self.shard)
+    }
+
+    /// How many shards the broker has.
+    pub fn shards(&self) -> usize {
+        self.global.shards()
     }
 }
 

@@ -104,11 +104,19 @@ impl Journal {
     }
 }
 
+/// Marks the wait of an acknowledgment whose message is still to be routed in other shards
+/// (the low bits keep its own shard's batch): it is held until [`Broker::settle`] gives it
+/// the batch those shards recorded it in. A marked wait is above every ticket, so nothing
+/// behind it is released before it either.
+pub(crate) const REMOTE: Ticket = 1 << 63;
+
 /// A packet a connection holds until a store batch is durable.
 #[derive(Debug)]
 pub(crate) struct Held {
     /// The batch it waits for: its own, or the one of the packet ahead of it.
     pub ticket: Ticket,
+    /// The batch it waits for on its own account (0: none; marked [`REMOTE`]: not known yet).
+    pub wait: Ticket,
     /// The packet.
     pub frame: Frame,
     /// It waits for a record of its own (an acknowledgment to a publisher, or a QoS 2
@@ -129,6 +137,7 @@ pub(crate) fn send_after<O: Outlet>(c: &mut Conn<O>, frame: Frame, wait: Option<
             let ticket = wait.max(last.map(|l| l.ticket)).unwrap_or(0);
             c.held.push_back(Held {
                 ticket,
+                wait: wait.unwrap_or(0),
                 frame,
                 own: wait.is_some(),
             });
@@ -181,6 +190,29 @@ impl<O: Outlet> Broker<O> {
             }
         }
         self.holding = still;
+    }
+
+    /// The other shards routed what connection `conn`'s last call published, recording it in
+    /// store batches up to `ticket` (`None`: they recorded nothing): its acknowledgments that
+    /// waited for that (marked [`REMOTE`]) now wait for `ticket` too, and go out if every batch
+    /// they wait for is durable.
+    pub fn settle(&mut self, conn: ConnId, ticket: Option<Ticket>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut running = 0;
+        for held in &mut c.held {
+            if held.wait & REMOTE != 0 {
+                held.wait = (held.wait & !REMOTE).max(ticket.unwrap_or(0));
+            }
+            running = running.max(held.wait);
+            held.ticket = running;
+        }
+        let persisted = self.journal.persisted;
+        while c.held.front().is_some_and(|h| h.ticket <= persisted) {
+            let held = c.held.pop_front().expect("front checked");
+            c.outlet.send(held.frame);
+        }
     }
 
     /// Committing the batches up to `ticket` failed: what waited for them cannot be promised.

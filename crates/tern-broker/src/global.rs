@@ -11,12 +11,14 @@
 //! releases before it delivers anything.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::broker::ConnId;
 use crate::durable::{Journal, PersistMode};
+use crate::keyed::ProcessKeyed;
 use crate::persist::Ticket;
 use crate::retained::RetainedTree;
 use crate::session::{GroupId, Message, Session, SessionId, SubEntry};
@@ -45,6 +47,8 @@ pub struct Global {
     shared: RwLock<SharedRoutes>,
     /// How many shared groups exist, so that routing looks at them only when there are some.
     groups: AtomicUsize,
+    /// How many shards the broker has.
+    shards: usize,
     /// Salt for assigned client identifiers, from std's per-process random keys.
     id_salt: u64,
 }
@@ -66,8 +70,17 @@ impl Default for Global {
 }
 
 impl Global {
-    /// Fresh counters, for the shards of one new broker.
+    /// Fresh counters, for a broker of one shard.
     pub fn new() -> Self {
+        Self::with_shards(1)
+    }
+
+    /// Fresh counters, for a broker of `shards` shards (1 to [`MAX_SHARDS`]).
+    pub fn with_shards(shards: usize) -> Self {
+        assert!(
+            (1..=MAX_SHARDS).contains(&shards),
+            "1 to {MAX_SHARDS} shards"
+        );
         use std::hash::{BuildHasher, Hasher};
         let id_salt = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -85,6 +98,7 @@ impl Global {
             }),
             shared: RwLock::new(SharedRoutes::default()),
             groups: AtomicUsize::new(0),
+            shards,
             id_salt,
         };
         let version = Message {
@@ -102,6 +116,20 @@ impl Global {
             .tree
             .insert("$SYS/broker/version", Arc::new(version));
         global
+    }
+
+    /// How many shards the broker has.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The shard that owns the session of `client_id`: a keyed hash (see
+    /// [`ProcessKeyed`]), so clients cannot choose ids that all land in one shard.
+    pub fn shard_of(&self, client_id: &str) -> usize {
+        if self.shards == 1 {
+            return 0;
+        }
+        (ProcessKeyed.hash_one(client_id) % self.shards as u64) as usize
     }
 
     /// A connection id no shard has handed out.

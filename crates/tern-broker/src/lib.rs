@@ -31,6 +31,7 @@ pub mod keyed;
 pub mod persist;
 mod publish_in;
 mod publish_out;
+mod remote;
 pub mod retained;
 pub mod session;
 mod subscribe;
@@ -42,5 +43,6 @@ pub use config::BrokerConfig;
 pub use durable::PersistMode;
 pub use frame::{AckKind, Frame, OutPublish};
 pub use global::Global;
+pub use remote::{Outbox, Routed, Unplaced};
 #[cfg(test)]
 mod tests;

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use tern_codec::{Ack, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Violation};
 
 use crate::broker::{Broker, CloseHow, ConnId, Outlet};
+use crate::durable::REMOTE;
 use crate::frame::{AckKind, Frame};
 use crate::persist::{StoreOp, Ticket};
-use crate::session::{Delivery, GroupId, Message, SessionId};
+use crate::session::{Delivery, GroupId, Message, SessionId, SubEntry};
 
 /// Topics under this prefix belong to the broker [MQTT-4.7.2-1]; clients cannot publish there.
 const SYS_PREFIX: &str = "$SYS";
@@ -180,10 +181,20 @@ impl<O: Outlet> Broker<O> {
         let reason = refusal
             .filter(|_| version.is_v5())
             .unwrap_or(ReasonCode::SUCCESS);
+        // Routed in other shards too: the ack also waits for the batch they record it in.
+        let remote =
+            refusal.is_none() && p.qos != QoS::AtMostOnce && self.acks_wait_for_other_shards();
+        if remote {
+            self.wait_for_outbox(conn);
+        }
+        let marked = |wait: Option<Ticket>| match remote {
+            true => Some(wait.unwrap_or(0) | REMOTE),
+            false => wait,
+        };
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => {
                 // The acknowledgment waits until what routing recorded is durable.
-                let wait = self.journal.wait_since(mark).max(retained_wait);
+                let wait = marked(self.journal.wait_since(mark).max(retained_wait));
                 self.send_durable(conn, Frame::Ack(AckKind::PubAck, id, reason), wait)
             }
             (QoS::ExactlyOnce, Some(id)) => {
@@ -199,7 +210,7 @@ impl<O: Outlet> Broker<O> {
                         });
                     }
                 }
-                let wait = self.journal.wait_since(mark).max(retained_wait);
+                let wait = marked(self.journal.wait_since(mark).max(retained_wait));
                 self.send_durable(conn, Frame::Ack(AckKind::PubRec, id, reason), wait)
             }
             _ => {}
@@ -281,6 +292,23 @@ impl<O: Outlet> Broker<O> {
     /// with all matching Subscription Identifiers [MQTT-3.3.4-2..5], and to one member of each
     /// matching shared group.
     pub(crate) fn route(&mut self, now: Instant, msg: Arc<Message>) {
+        self.route_subscriptions(now, &msg);
+        let mut groups: Vec<GroupId> = Vec::new();
+        if let Some(shared) = self.global.shared() {
+            shared
+                .index
+                .for_each_match(&msg.topic, |g, ()| groups.push(g));
+        }
+        for g in groups {
+            self.deliver_to_group(now, g, msg.clone(), None, 0);
+        }
+        self.route_elsewhere(msg);
+    }
+
+    /// Sends `msg` to the sessions of this shard whose subscriptions match it, once per session
+    /// at the highest matching QoS with all matching Subscription Identifiers
+    /// [MQTT-3.3.4-2..5]. Shared groups are not looked at.
+    pub(crate) fn route_subscriptions(&mut self, now: Instant, msg: &Arc<Message>) {
         // The list of matches (left empty by the last call) is kept for its capacity: a
         // fan-out to a thousand sessions does not allocate it again for every message.
         let mut hits = std::mem::take(&mut self.route_hits);
@@ -292,12 +320,6 @@ impl<O: Outlet> Broker<O> {
             }
             hits.push((sid, e.options.qos, e.options.retain_as_published, e.sub_id));
         });
-        let mut groups: Vec<GroupId> = Vec::new();
-        if let Some(shared) = self.global.shared() {
-            shared
-                .index
-                .for_each_match(&msg.topic, |g, ()| groups.push(g));
-        }
 
         // A session's overlapping subscriptions are merged below, which needs its matches next
         // to each other; the matches of one filter name each session once.
@@ -335,19 +357,19 @@ impl<O: Outlet> Broker<O> {
         }
         hits.clear();
         self.route_hits = hits;
-        for g in groups {
-            self.deliver_to_group(now, g, msg.clone(), None);
-        }
     }
 
     /// Sends `msg` to one member of shared group `g`, round-robin, preferring connected members
-    /// and never `avoid` (a member that just left).
+    /// and never `avoid` (a member that just left); a member in another shard gets it through
+    /// the outbox, `repicks` telling how many members were picked for it before. False when
+    /// the group has no member to take it.
     pub(crate) fn deliver_to_group(
         &mut self,
         now: Instant,
         g: GroupId,
         msg: Arc<Message>,
         avoid: Option<SessionId>,
+        repicks: u8,
     ) -> bool {
         // Picked under the shared groups' read lock, delivered after it is released.
         let pick = self
@@ -357,6 +379,23 @@ impl<O: Outlet> Broker<O> {
         let Some((sid, entry)) = pick else {
             return false;
         };
+        if sid.shard() != self.shard() {
+            self.send_to_member_elsewhere(g, sid, entry, msg, repicks);
+        } else {
+            self.deliver_member(now, g, sid, entry, msg);
+        }
+        true
+    }
+
+    /// Sends `msg` to session `sid` of this shard as group `g`'s member with `entry`.
+    pub(crate) fn deliver_member(
+        &mut self,
+        now: Instant,
+        g: GroupId,
+        sid: SessionId,
+        entry: SubEntry,
+        msg: Arc<Message>,
+    ) {
         let v5 = self.sessions.get(&sid).is_some_and(|s| s.version.is_v5());
         let d = Delivery {
             qos: msg.qos.min(entry.options.qos),
@@ -371,7 +410,6 @@ impl<O: Outlet> Broker<O> {
             msg,
         };
         self.deliver(now, sid, d);
-        true
     }
 
     /// Publishes the will of session `sid` (taking it) as if its client had published it.

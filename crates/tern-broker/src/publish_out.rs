@@ -129,7 +129,7 @@ impl<O: Outlet> Broker<O> {
         let client_id = from
             .and_then(|sid| self.sessions.get(&sid))
             .map(|s| s.client_id.clone());
-        if !d.msg.expired(now) && self.deliver_to_group(now, g, d.msg.clone(), from) {
+        if !d.msg.expired(now) && self.deliver_to_group(now, g, d.msg.clone(), from, 0) {
             if let Some(client_id) = client_id.filter(|_| d.seq != 0) {
                 self.journal.push(StoreOp::DeleteDelivery {
                     client_id,

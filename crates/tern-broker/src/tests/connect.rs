@@ -78,7 +78,7 @@ fn empty_client_id_is_assigned_for_v5() {
 /// set for every shard.
 #[test]
 fn two_brokers_sharing_ids_never_hand_out_the_same_id() {
-    let global = Arc::new(Global::new());
+    let global = Arc::new(Global::with_shards(2));
     let mut shards = [Harness::shard(&global, 0), Harness::shard(&global, 1)];
     let (mut conns, mut assigned) = (HashSet::new(), HashSet::new());
     for i in 0..50 {

@@ -1,14 +1,13 @@
 //! Ack-after-durable and restore, with a model store that applies the core's operations.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tern_codec::*;
 
 use super::harness::*;
 use crate::persist::{SessionRecord, Snapshot, StoreOp, StoredDelivery, StoredSession};
-use crate::{BrokerConfig, Global, PersistMode};
+use crate::{BrokerConfig, PersistMode};
 
 /// What a store would hold after applying the operations in order.
 #[derive(Default)]
@@ -171,53 +170,6 @@ fn retained_publish_is_acknowledged_after_commit() {
     model.commit(&mut h);
     assert_eq!(p.packets(), vec![Packet::PubRec(Ack::new(pid(4)))]);
     assert!(model.retained.contains_key("r"));
-}
-
-/// Two shards of one broker change one retained topic in turn, each while a batch of its own
-/// is pending, the later writer's with the lower ticket: the store still gets the retained
-/// operations in the order the tree changed, and each publisher's acknowledgment waits for the
-/// batch that holds its retained record.
-#[test]
-fn retained_ops_reach_the_store_in_tree_order() {
-    let global = Arc::new(Global::new());
-    let (mut a, mut b) = (Harness::shard(&global, 0), Harness::shard(&global, 1));
-    a.broker.set_persistence(PersistMode::Sync);
-    b.broker.set_persistence(PersistMode::Sync);
-    // Session records: b's batch takes its ticket before a's.
-    let (pb, _) = persistent(&mut b, "pb", true);
-    let (pa, _) = persistent(&mut a, "pa", true);
-    for (h, c, value) in [(&mut a, &pa, "1"), (&mut b, &pb, "2")] {
-        let mut m = publish("r", value, QoS::AtLeastOnce, 1);
-        m.retain = true;
-        c.publish(h, m);
-        assert!(c.take().is_empty(), "the PUBACK waits for the store");
-    }
-    let mut batches = Vec::new();
-    for h in [&mut a, &mut b] {
-        while let Some(batch) = h.broker.poll_persist() {
-            batches.push(batch);
-        }
-    }
-    // The store commits in ticket order.
-    batches.sort_by_key(|(t, _)| *t);
-    let last = batches.last().expect("batches").0;
-    let mut model = Model::default();
-    for (t, ops) in batches {
-        for op in ops {
-            model.apply(op);
-        }
-        a.broker.handle_persisted(t);
-        b.broker.handle_persisted(t);
-        if t < last {
-            assert!(pa.take().is_empty() && pb.take().is_empty());
-        }
-    }
-    assert_eq!(
-        model.retained["r"].payload, "2",
-        "the store ends as the tree"
-    );
-    assert_eq!(pa.packets(), vec![Packet::PubAck(Ack::new(pid(1)))]);
-    assert_eq!(pb.packets(), vec![Packet::PubAck(Ack::new(pid(1)))]);
 }
 
 #[test]

@@ -62,7 +62,7 @@ impl Harness {
     /// Shard `shard` of a broker whose shards share `global`.
     pub fn shard(global: &Arc<Global>, shard: u8) -> Self {
         Harness {
-            broker: Broker::shard(BrokerConfig::default(), global.clone(), shard),
+            broker: Broker::with_global(BrokerConfig::default(), global.clone(), shard),
             now: Instant::now(),
         }
     }
@@ -106,6 +106,13 @@ impl Harness {
 }
 
 impl Client {
+    /// Opens a connection on `broker` without sending anything.
+    pub fn open_on(broker: &mut Broker<TestOutlet>, now: Instant) -> Client {
+        let log = Rc::new(RefCell::new(VecDeque::new()));
+        let conn = broker.open(now, TestOutlet(log.clone()));
+        Client { conn, log }
+    }
+
     pub fn send(&self, h: &mut Harness, p: Packet) {
         h.broker.handle_packet(h.now, self.conn, p);
     }

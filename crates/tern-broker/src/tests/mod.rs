@@ -9,6 +9,7 @@ mod durable;
 mod flows;
 mod limits;
 mod publish;
+mod shards;
 mod subscribe;
 mod subscriptions;
 mod v5;

@@ -244,7 +244,7 @@ fn unsubscribing_removes_the_member_from_its_group() {
 /// pick of the next member prefers, is what its own shard last recorded, seen by every shard.
 #[test]
 fn a_members_connection_is_seen_by_the_picks_of_every_shard() {
-    let global = Arc::new(Global::new());
+    let global = Arc::new(Global::with_shards(2));
     let (mut a, mut b) = (Harness::shard(&global, 0), Harness::shard(&global, 1));
     let in_a = a.v5("in-a");
     in_a.subscribe(&mut a, "$share/g/t", QoS::AtLeastOnce);

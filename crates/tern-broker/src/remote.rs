@@ -1,0 +1,190 @@
+//! Routing across shards: what one shard's routing leaves for the others, and how they take it.
+//!
+//! A broker of several shards (see `global.rs`) keeps each session in the shard of its client
+//! id. A message published in shard `s` is matched and delivered in `s` while `s`'s lock is
+//! held, and left in `s`'s [`Outbox`]; the edge then hands the outbox to every other shard in
+//! turn ([`Broker::route_remote`]), never holding two shard locks at once. A shared group's
+//! member picked in `s` but living in another shard is left in the outbox for that shard alone.
+//!
+//! An acknowledgment promises that the message is safe wherever it was routed, so in sync
+//! durability the PUBACK or PUBREC of a message that went to the outbox is held (its wait is
+//! [`REMOTE`](crate::durable::REMOTE)) until the edge reports, with [`Broker::settle`], the
+//! store batch the other shards recorded it in. With one shard the outbox stays empty and
+//! nothing changes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::broker::{Broker, Conn, ConnId, Outlet};
+use crate::persist::Ticket;
+use crate::session::{GroupId, Message, SessionId, SubEntry};
+
+/// What one shard's calls left for the other shards to route, since the edge last took it.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// The shard that filled it.
+    from: usize,
+    items: Vec<Remote>,
+    /// Connections whose acknowledgments wait for this outbox to be routed.
+    waiting: Vec<ConnId>,
+}
+
+/// One message or delivery for the other shards.
+#[derive(Debug)]
+enum Remote {
+    /// A message for every other shard's own subscriptions (not its shared groups: the member
+    /// was picked by the publisher's shard).
+    Message(Arc<Message>),
+    /// A message for one member of a shared group, for the shard that owns the member.
+    Member {
+        group: GroupId,
+        sid: SessionId,
+        entry: SubEntry,
+        msg: Arc<Message>,
+        /// How many members were picked for it before this one and found gone.
+        repicks: u8,
+    },
+}
+
+impl Outbox {
+    /// True when there is nothing to route and no one to settle.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.waiting.is_empty()
+    }
+
+    /// The connections to [`Broker::settle`] in the shard the outbox came from, once every
+    /// other shard has routed it.
+    pub fn waiting(&self) -> &[ConnId] {
+        &self.waiting
+    }
+
+    /// The shard the outbox came from.
+    pub fn from(&self) -> usize {
+        self.from
+    }
+}
+
+/// The result of [`Broker::route_remote`].
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// The store batch that holds what routing recorded, in sync mode.
+    pub ticket: Option<Ticket>,
+    /// What routing left for yet other shards: members picked again because the one picked
+    /// first was gone. Route it like any outbox.
+    pub outbox: Outbox,
+}
+
+impl<O: Outlet> Broker<O> {
+    /// Takes what this shard's calls left for the other shards (see the module doc).
+    pub fn take_outbox(&mut self) -> Outbox {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        outbox.from = self.shard();
+        outbox
+    }
+
+    /// Routes what shard `outbox.from()` left: its messages to this shard's subscriptions,
+    /// and the shared-group deliveries picked for this shard's sessions.
+    pub fn route_remote(&mut self, now: Instant, outbox: &Outbox) -> Routed {
+        let me = self.shard();
+        let mark = self.journal.mark();
+        for item in &outbox.items {
+            match item {
+                Remote::Message(msg) if outbox.from != me => {
+                    self.route_subscriptions(now, msg);
+                }
+                Remote::Member {
+                    group,
+                    sid,
+                    entry,
+                    msg,
+                    repicks,
+                } if sid.shard() == me => {
+                    let here = self.sessions.get(sid).map(|s| s.conn.is_some());
+                    // Gone, or offline while the group may have others: pick again, avoiding
+                    // it, at most once per shard so that it cannot go round for ever.
+                    let repick = here != Some(true) && usize::from(*repicks) < self.shards();
+                    if repick
+                        && self.deliver_to_group(now, *group, msg.clone(), Some(*sid), repicks + 1)
+                    {
+                        continue;
+                    }
+                    if here.is_some() {
+                        self.deliver_member(now, *group, *sid, *entry, msg.clone());
+                    } else {
+                        self.stats.dropped += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Routed {
+            ticket: self.journal.wait_since(mark),
+            outbox: self.take_outbox(),
+        }
+    }
+
+    /// Leaves `msg` for the other shards' subscriptions, when there are other shards.
+    pub(crate) fn route_elsewhere(&mut self, msg: Arc<Message>) {
+        if self.shards() > 1 {
+            self.outbox.items.push(Remote::Message(msg));
+        }
+    }
+
+    /// Leaves `msg` for member `sid` of `group`, which lives in another shard.
+    pub(crate) fn send_to_member_elsewhere(
+        &mut self,
+        group: GroupId,
+        sid: SessionId,
+        entry: SubEntry,
+        msg: Arc<Message>,
+        repicks: u8,
+    ) {
+        self.outbox.items.push(Remote::Member {
+            group,
+            sid,
+            entry,
+            msg,
+            repicks,
+        });
+    }
+
+    /// True when acknowledgments must wait for other shards' routing: sync durability with
+    /// more than one shard.
+    pub(crate) fn acks_wait_for_other_shards(&self) -> bool {
+        self.shards() > 1 && self.journal.mode == crate::PersistMode::Sync
+    }
+
+    /// Notes that `conn` holds an acknowledgment waiting for this outbox.
+    pub(crate) fn wait_for_outbox(&mut self, conn: ConnId) {
+        if !self.outbox.waiting.contains(&conn) {
+            self.outbox.waiting.push(conn);
+        }
+    }
+}
+
+/// A connection that has not sent CONNECT, taken out of one shard to be placed in another.
+pub struct Unplaced<O> {
+    id: ConnId,
+    conn: Box<Conn<O>>,
+}
+
+impl<O: Outlet> Broker<O> {
+    /// Takes connection `id` out of this shard, to be given to the shard of its client id with
+    /// [`Broker::adopt_conn`] before its CONNECT is handed over. `None` when it is not open
+    /// here, or already has a session (a connection moves only before CONNECT, when it holds
+    /// nothing but its outlet: no session, no timer, nothing held).
+    pub fn take_conn(&mut self, id: ConnId) -> Option<Unplaced<O>> {
+        let c = self.conns.get(&id)?;
+        if c.session.is_some() || !c.held.is_empty() {
+            return None;
+        }
+        let conn = self.conns.remove(&id).expect("just found");
+        Some(Unplaced { id, conn })
+    }
+
+    /// Gives this shard a connection taken from another with [`Broker::take_conn`]; it keeps its
+    /// id.
+    pub fn adopt_conn(&mut self, unplaced: Unplaced<O>) {
+        self.conns.insert(unplaced.id, unplaced.conn);
+    }
+}

@@ -1,0 +1,430 @@
+//! A broker of several shards, driven through the call protocol of `remote.rs` one step at a
+//! time: a call on the client's shard, then its outbox routed by every other shard, then the
+//! waiting acknowledgments settled. Tests may stop between the steps to put other calls in.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tern_codec::*;
+
+use super::harness::*;
+use crate::persist::{StoreOp, Ticket};
+use crate::{Broker, BrokerConfig, Global, Outbox, PersistMode};
+
+struct Shards {
+    shards: Vec<Broker<TestOutlet>>,
+    global: Arc<Global>,
+    now: Instant,
+    /// Retained messages as the model store holds them after `commit`.
+    stored_retained: HashSet<String>,
+}
+
+/// A client and the shard its connection lives in.
+struct Sc {
+    shard: usize,
+    c: Client,
+}
+
+impl std::ops::Deref for Sc {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.c
+    }
+}
+
+impl Shards {
+    fn new(k: usize, mode: PersistMode) -> Self {
+        let global = Arc::new(Global::with_shards(k));
+        let shards = (0..k)
+            .map(|i| {
+                let shard = u8::try_from(i).expect("few shards");
+                let mut b = Broker::with_global(BrokerConfig::default(), global.clone(), shard);
+                b.set_persistence(mode);
+                b
+            })
+            .collect();
+        Shards {
+            shards,
+            global,
+            now: Instant::now(),
+            stored_retained: HashSet::new(),
+        }
+    }
+
+    /// A client id whose sessions live in `shard`.
+    fn id_in(&self, shard: usize, name: &str) -> String {
+        (0..)
+            .map(|n| format!("{name}-{n}"))
+            .find(|id| self.global.shard_of(id) == shard)
+            .expect("some id lands in every shard")
+    }
+
+    /// Runs `f` on shard `s` and leaves its outbox untaken: the edge's first step alone.
+    fn local<R>(&mut self, s: usize, f: impl FnOnce(&mut Broker<TestOutlet>, Instant) -> R) -> R {
+        f(&mut self.shards[s], self.now)
+    }
+
+    /// The rest of the protocol for shard `s`: its outbox routed by every other shard (and
+    /// what that leaves, in turn), then its waiting acknowledgments settled.
+    fn route_outbox(&mut self, s: usize) {
+        let first = self.shards[s].take_outbox();
+        let waiting = first.waiting().to_vec();
+        let mut pending: Vec<Outbox> = vec![first];
+        let mut ticket: Option<Ticket> = None;
+        while let Some(outbox) = pending.pop() {
+            for r in (0..self.shards.len()).filter(|&r| r != outbox.from()) {
+                let routed = self.shards[r].route_remote(self.now, &outbox);
+                ticket = ticket.max(routed.ticket);
+                if !routed.outbox.is_empty() {
+                    pending.push(routed.outbox);
+                }
+            }
+        }
+        for conn in waiting {
+            self.shards[s].settle(conn, ticket);
+        }
+    }
+
+    /// One whole call on shard `s`.
+    fn call<R>(&mut self, s: usize, f: impl FnOnce(&mut Broker<TestOutlet>, Instant) -> R) -> R {
+        let r = self.local(s, f);
+        self.route_outbox(s);
+        r
+    }
+
+    fn connect(&mut self, connect: Connect) -> (Sc, ConnAck) {
+        let shard = self.global.shard_of(&connect.client_id);
+        let c = self.local(shard, Client::open_on);
+        let sc = Sc { shard, c };
+        self.send(&sc, Packet::Connect(Box::new(connect)));
+        match sc.next() {
+            Some(Out::Packet(Packet::ConnAck(ack))) => (sc, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// A v5 client with a clean start in `shard`.
+    fn v5_in(&mut self, shard: usize, name: &str) -> Sc {
+        let id = self.id_in(shard, name);
+        let (c, ack) = self.connect(connect(ProtocolVersion::V5, &id, true));
+        assert_eq!(ack.reason, ReasonCode::SUCCESS);
+        c
+    }
+
+    /// A v5 client in `shard` whose session outlives its connection.
+    fn persistent_in(&mut self, shard: usize, name: &str) -> Sc {
+        let id = self.id_in(shard, name);
+        let mut c = connect(ProtocolVersion::V5, &id, true);
+        c.properties.session_expiry_interval = Some(3600);
+        let (c, ack) = self.connect(c);
+        assert_eq!(ack.reason, ReasonCode::SUCCESS);
+        c
+    }
+
+    fn send(&mut self, c: &Sc, p: Packet) {
+        let conn = c.conn;
+        self.call(c.shard, |b, now| b.handle_packet(now, conn, p));
+    }
+
+    fn subscribe(&mut self, c: &Sc, filter: &str, qos: QoS) {
+        self.send(
+            c,
+            Packet::Subscribe(Subscribe {
+                packet_id: pid(1),
+                properties: Properties::default(),
+                filters: vec![(filter.into(), SubscriptionOptions::new(qos))],
+            }),
+        );
+        match c.next() {
+            Some(Out::Packet(Packet::SubAck(a))) => assert!(!a.reasons[0].is_error()),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Hands every shard's pending batches to a model store, which commits them in ticket
+    /// order, and reports the last one durable to every shard.
+    fn commit(&mut self) {
+        let mut batches: Vec<_> = self
+            .shards
+            .iter_mut()
+            .flat_map(|b| std::iter::from_fn(|| b.poll_persist()))
+            .collect();
+        batches.sort_by_key(|(t, _)| *t);
+        for (_, ops) in &batches {
+            for op in ops {
+                match op {
+                    StoreOp::PutRetained(m) => {
+                        self.stored_retained.insert(m.topic.clone());
+                    }
+                    StoreOp::DeleteRetained(t) => {
+                        self.stored_retained.remove(t);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(&(last, _)) = batches.last() {
+            for b in &mut self.shards {
+                b.handle_persisted(last);
+            }
+        }
+    }
+}
+
+fn payloads(c: &Client) -> Vec<String> {
+    c.publishes()
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect()
+}
+
+/// [MQTT-4.6.0-5] Messages reach subscribers in every shard, in the order published; a
+/// session with overlapping subscriptions gets each once [MQTT-3.3.4-2].
+#[test]
+fn messages_reach_every_shard_in_order_and_overlaps_deliver_once() {
+    let mut h = Shards::new(3, PersistMode::Off);
+    let subs: Vec<Sc> = (0..3).map(|s| h.v5_in(s, "sub")).collect();
+    for sub in &subs {
+        h.subscribe(sub, "a/+", QoS::AtLeastOnce);
+        h.subscribe(sub, "a/#", QoS::AtMostOnce);
+    }
+    let publisher = h.v5_in(1, "pub");
+    for n in 0..5u16 {
+        let payload: &'static str = ["0", "1", "2", "3", "4"][usize::from(n)];
+        h.send(
+            &publisher,
+            Packet::Publish(publish("a/b", payload, QoS::AtLeastOnce, n + 1)),
+        );
+    }
+    assert_eq!(publisher.packets().len(), 5, "five PUBACKs");
+    for sub in &subs {
+        let got = sub.publishes();
+        assert_eq!(
+            got.iter()
+                .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+                .collect::<Vec<_>>(),
+            ["0", "1", "2", "3", "4"],
+            "shard {}",
+            sub.shard
+        );
+        assert!(got.iter().all(|p| p.qos == QoS::AtLeastOnce), "highest QoS");
+    }
+}
+
+/// With sync durability, the PUBACK of a message queued for a persistent session in another
+/// shard waits until that shard's record of it is durable.
+#[test]
+fn acks_wait_for_the_batches_of_remote_shards() {
+    let mut h = Shards::new(2, PersistMode::Sync);
+    let sub = h.persistent_in(1, "sub");
+    h.subscribe(&sub, "t", QoS::AtLeastOnce);
+    h.call(1, |b, now| b.handle_closed(now, sub.conn));
+    h.commit();
+    let publisher = h.v5_in(0, "pub");
+    h.commit();
+
+    h.local(0, |b, now| {
+        b.handle_packet(
+            now,
+            publisher.conn,
+            Packet::Publish(publish("t", "x", QoS::AtLeastOnce, 1)),
+        )
+    });
+    assert!(publisher.take().is_empty(), "routed here only so far");
+    h.route_outbox(0);
+    assert!(
+        publisher.take().is_empty(),
+        "the other shard's record is not durable yet"
+    );
+    h.commit();
+    assert_eq!(publisher.packets(), vec![Packet::PubAck(Ack::new(pid(1)))]);
+}
+
+/// Acknowledgments keep the order of their PUBLISH packets [MQTT-4.6.0-2] whether or not a
+/// message had anything to record in another shard.
+#[test]
+fn acks_keep_their_order_when_only_some_messages_route_remotely() {
+    let mut h = Shards::new(2, PersistMode::Sync);
+    let sub = h.persistent_in(1, "sub");
+    h.subscribe(&sub, "remote", QoS::AtLeastOnce);
+    h.call(1, |b, now| b.handle_closed(now, sub.conn));
+    let publisher = h.v5_in(0, "pub");
+    h.commit();
+    h.call(0, |b, now| {
+        for (n, topic) in [(1, "nowhere"), (2, "remote"), (3, "nowhere")] {
+            let p = publish(topic, "x", QoS::AtLeastOnce, n);
+            b.handle_packet(now, publisher.conn, Packet::Publish(p));
+        }
+    });
+    assert!(
+        publisher.take().is_empty(),
+        "all wait behind the remote record"
+    );
+    h.commit();
+    assert_eq!(
+        publisher.packets(),
+        [1, 2, 3].map(|n| Packet::PubAck(Ack::new(pid(n))))
+    );
+}
+
+/// A retained message published in one shard while a client subscribes in another, between
+/// the publish's local and remote steps: the subscriber gets it as retained and again live,
+/// never not at all (design/core-concurrency.md, "Races it introduces").
+#[test]
+fn a_retained_publish_racing_a_subscribe_in_another_shard_is_duplicated_never_lost() {
+    let mut h = Shards::new(2, PersistMode::Off);
+    let publisher = h.v5_in(0, "pub");
+    let sub = h.v5_in(1, "sub");
+    let mut m = publish("r", "v", QoS::AtMostOnce, 0);
+    m.retain = true;
+    h.local(0, |b, now| {
+        b.handle_packet(now, publisher.conn, Packet::Publish(m))
+    });
+    h.subscribe(&sub, "r", QoS::AtMostOnce);
+    h.route_outbox(0);
+    let got = sub.publishes();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].retain, "first from the retained store");
+}
+
+/// A retained message is stored once for the whole broker, whichever shard took it, and a
+/// subscriber in any shard gets it.
+#[test]
+fn retained_messages_are_one_store_for_every_shard() {
+    let mut h = Shards::new(3, PersistMode::Sync);
+    let publisher = h.v5_in(2, "pub");
+    let mut m = publish("r/1", "v", QoS::AtLeastOnce, 1);
+    m.retain = true;
+    h.send(&publisher, Packet::Publish(m));
+    assert!(publisher.take().is_empty());
+    h.commit();
+    assert_eq!(publisher.packets().len(), 1, "PUBACK once stored");
+    assert!(h.stored_retained.contains("r/1"));
+    for s in 0..3 {
+        let sub = h.v5_in(s, "sub");
+        h.subscribe(&sub, "r/#", QoS::AtMostOnce);
+        assert_eq!(payloads(&sub), ["v"]);
+    }
+}
+
+/// A will is routed like any message: subscribers in every shard get it.
+#[test]
+fn a_will_reaches_subscribers_in_every_shard() {
+    let mut h = Shards::new(3, PersistMode::Off);
+    let subs: Vec<Sc> = (0..3).map(|s| h.v5_in(s, "sub")).collect();
+    for sub in &subs {
+        h.subscribe(sub, "wills/#", QoS::AtMostOnce);
+    }
+    let id = h.id_in(1, "dying");
+    let mut c = connect(ProtocolVersion::V5, &id, true);
+    c.will = Some(will("wills/dying", "gone"));
+    let (dying, _) = h.connect(c);
+    h.call(dying.shard, |b, now| b.handle_closed(now, dying.conn));
+    for sub in &subs {
+        assert_eq!(payloads(sub), ["gone"], "shard {}", sub.shard);
+    }
+}
+
+/// A shared group's members may live in different shards: messages still go to exactly one
+/// member each, round-robin.
+#[test]
+fn a_shared_group_across_shards_gives_each_message_to_one_member() {
+    let mut h = Shards::new(3, PersistMode::Off);
+    let members: Vec<Sc> = (0..3).map(|s| h.v5_in(s, "member")).collect();
+    for m in &members {
+        h.subscribe(m, "$share/g/t", QoS::AtLeastOnce);
+    }
+    let publisher = h.v5_in(0, "pub");
+    for n in 1..=9u16 {
+        h.send(
+            &publisher,
+            Packet::Publish(publish("t", "x", QoS::AtLeastOnce, n)),
+        );
+    }
+    let counts: Vec<usize> = members.iter().map(|m| m.publishes().len()).collect();
+    assert_eq!(counts, [3, 3, 3]);
+}
+
+/// The member picked in the publisher's shard goes away before its own shard delivers: the
+/// message goes to another member, not to the one gone.
+#[test]
+fn a_member_gone_offline_between_pick_and_delivery_is_skipped() {
+    let mut h = Shards::new(2, PersistMode::Off);
+    let here = h.v5_in(0, "here");
+    let there = h.persistent_in(1, "there");
+    h.subscribe(&here, "$share/g/t", QoS::AtLeastOnce);
+    h.subscribe(&there, "$share/g/t", QoS::AtLeastOnce);
+    let publisher = h.v5_in(0, "pub");
+    // Round-robin: the first message goes to one member, the second to the other; find the
+    // publish that picks "there".
+    for n in 1..=2u16 {
+        let p = publish("t", "x", QoS::AtLeastOnce, n);
+        h.local(0, |b, now| {
+            b.handle_packet(now, publisher.conn, Packet::Publish(p))
+        });
+        if here.publishes().is_empty() {
+            break;
+        }
+    }
+    assert!(there.publishes().is_empty());
+    h.call(1, |b, now| b.handle_closed(now, there.conn));
+    h.route_outbox(0);
+    assert_eq!(
+        payloads(&here),
+        ["x"],
+        "picked again, in the publisher's shard"
+    );
+    // "there" kept its session, and its queue is empty: reconnect and see nothing.
+    let mut c = connect(ProtocolVersion::V5, &h.id_in(1, "there"), false);
+    c.properties.session_expiry_interval = Some(3600);
+    let (back, ack) = h.connect(c);
+    assert!(ack.session_present);
+    assert!(back.publishes().is_empty());
+}
+
+/// Two shards change one retained topic in turn, each while a batch of its own is pending,
+/// the later writer's with the lower ticket: the store still gets the retained operations in
+/// the order the tree changed, and each publisher's acknowledgment waits for the batch that
+/// holds its retained record.
+#[test]
+fn retained_ops_reach_the_store_in_tree_order() {
+    let mut h = Shards::new(2, PersistMode::Sync);
+    // Session records: shard 1's batch takes its ticket before shard 0's.
+    let pb = h.persistent_in(1, "pb");
+    let pa = h.persistent_in(0, "pa");
+    for (c, value) in [(&pa, "1"), (&pb, "2")] {
+        let mut m = publish("r", value, QoS::AtLeastOnce, 1);
+        m.retain = true;
+        h.send(c, Packet::Publish(m));
+        assert!(c.take().is_empty(), "the PUBACK waits for the store");
+    }
+    let mut batches: Vec<_> = h
+        .shards
+        .iter_mut()
+        .flat_map(|b| std::iter::from_fn(|| b.poll_persist()))
+        .collect();
+    batches.sort_by_key(|(t, _)| *t);
+    let last = batches.last().expect("batches").0;
+    let mut value = None;
+    for (t, ops) in batches {
+        for op in ops {
+            if let StoreOp::PutRetained(m) = op {
+                value = Some(m.payload.clone());
+            }
+        }
+        for b in &mut h.shards {
+            b.handle_persisted(t);
+        }
+        if t < last {
+            assert!(pa.take().is_empty() && pb.take().is_empty());
+        }
+    }
+    assert_eq!(
+        value.as_deref(),
+        Some(&b"2"[..]),
+        "the store ends as the tree"
+    );
+    assert_eq!(pa.packets(), vec![Packet::PubAck(Ack::new(pid(1)))]);
+    assert_eq!(pb.packets(), vec![Packet::PubAck(Ack::new(pid(1)))]);
+}
