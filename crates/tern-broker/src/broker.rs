@@ -17,7 +17,7 @@ use crate::durable::{Held, Journal, PersistMode, send_after};
 use crate::frame::Frame;
 use crate::global::Global;
 use crate::persist::StoreOp;
-use crate::remote::Outbox;
+use crate::remote::{EarlyRetained, Outbox};
 use crate::session::{Session, SessionId, SubEntry};
 use crate::topic_index::TopicIndex;
 
@@ -180,6 +180,9 @@ pub struct Broker<O: Outlet> {
     pub(crate) route_hits: Vec<crate::publish_in::RouteHit>,
     /// What this shard's calls left for the other shards (see `remote.rs`).
     pub(crate) outbox: Outbox,
+    /// Retained messages that new subscriptions matched while the messages were still on
+    /// their way to this shard (see `remote.rs`); almost always empty.
+    pub(crate) early_retained: Vec<EarlyRetained>,
     /// What this broker shares with the other shards of the same broker, if any; the retained
     /// messages are there.
     pub(crate) global: Arc<Global>,
@@ -216,6 +219,7 @@ impl<O: Outlet> Broker<O> {
             backpressure: BackedUp::default(),
             route_hits: Vec::new(),
             outbox: Outbox::default(),
+            early_retained: Vec::new(),
             global,
             retained_changed: false,
             shard,
@@ -464,20 +468,20 @@ impl<O: Outlet> Broker<O> {
     /// parts they share (retained messages, shared subscriptions): the broker's figures are the
     /// sum over the shards ([`Stats::add`]).
     pub fn stats(&self) -> Stats {
-        let global = self.shard() == 0;
+        let (mut retained, mut shared_members) = (0, 0);
+        if self.shard() == 0 {
+            // One of the shared locks at a time.
+            retained = self.global.retained().tree.len();
+            if let Some(shared) = self.global.shared() {
+                shared_members = shared.groups.values().map(|g| g.members.len()).sum();
+            }
+        }
         Stats {
             connections: self.conns.len(),
             clients_connected: self.conns.values().filter(|c| c.session.is_some()).count(),
             sessions: self.sessions.len(),
-            retained: match global {
-                true => self.global.retained().tree.len(),
-                false => 0,
-            },
-            subscriptions: self.index.len()
-                + match (global, self.global.shared()) {
-                    (true, Some(shared)) => shared.groups.values().map(|g| g.members.len()).sum(),
-                    _ => 0,
-                },
+            retained,
+            subscriptions: self.index.len() + shared_members,
             ..self.stats.clone()
         }
     }
@@ -648,6 +652,11 @@ impl<O: Outlet> Broker<O> {
     /// This shard's number.
     pub fn shard(&self) -> usize {
         usize::from(self.shard)
+    }
+
+    /// What this shard shares with the other shards of its broker.
+    pub fn global(&self) -> &Arc<Global> {
+        &self.global
     }
 
     /// How many shards the broker has.

@@ -285,6 +285,7 @@ mod tests {
             expires_at: None,
             publisher: None,
             shared_properties: Default::default(),
+            pending_shards: Default::default(),
         });
         let cases = [
             (QoS::AtMostOnce, None, None, vec![], None, true),

@@ -30,8 +30,9 @@ use tern_codec::topic::parse_filter;
 /// The low bits of a [`SessionId`] that name its shard.
 const SHARD_BITS: u32 = 8;
 
-/// The most shards one broker can have.
-pub const MAX_SHARDS: usize = 1 << SHARD_BITS;
+/// The most shards one broker can have: one bit each in a message's
+/// [`PendingShards`](crate::session::PendingShards).
+pub const MAX_SHARDS: usize = 32;
 
 /// State shared by every shard of one broker.
 pub struct Global {
@@ -110,6 +111,7 @@ impl Global {
             expires_at: None,
             publisher: None,
             shared_properties: Default::default(),
+            pending_shards: Default::default(),
         };
         global
             .retained_mut()

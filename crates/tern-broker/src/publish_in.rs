@@ -159,6 +159,7 @@ impl<O: Outlet> Broker<O> {
                 properties: std::mem::take(&mut p.properties),
                 publisher: Some(sid),
                 shared_properties: Default::default(),
+                pending_shards: Default::default(),
             };
             retained_wait = self.accept_message(now, Arc::new(msg));
         } else if p.qos == QoS::AtMostOnce
@@ -268,6 +269,7 @@ impl<O: Outlet> Broker<O> {
     pub(crate) fn accept_message(&mut self, now: Instant, msg: Arc<Message>) -> Option<Ticket> {
         let mut wait = None;
         if msg.retain {
+            self.mark_pending_elsewhere(&msg);
             let mut retained = self.global.retained_mut();
             let mark = retained.journal.mark();
             // [MQTT-3.3.1-5..7] Replace; an empty payload deletes.
@@ -292,7 +294,7 @@ impl<O: Outlet> Broker<O> {
     /// with all matching Subscription Identifiers [MQTT-3.3.4-2..5], and to one member of each
     /// matching shared group.
     pub(crate) fn route(&mut self, now: Instant, msg: Arc<Message>) {
-        self.route_subscriptions(now, &msg);
+        self.route_subscriptions(now, &msg, &[]);
         let mut groups: Vec<GroupId> = Vec::new();
         if let Some(shared) = self.global.shared() {
             shared
@@ -307,8 +309,15 @@ impl<O: Outlet> Broker<O> {
 
     /// Sends `msg` to the sessions of this shard whose subscriptions match it, once per session
     /// at the highest matching QoS with all matching Subscription Identifiers
-    /// [MQTT-3.3.4-2..5]. Shared groups are not looked at.
-    pub(crate) fn route_subscriptions(&mut self, now: Instant, msg: &Arc<Message>) {
+    /// [MQTT-3.3.4-2..5]. Shared groups are not looked at. The sessions in `as_retained`
+    /// subscribed while the message was on its way to this shard: their copy goes out as the
+    /// retained message of their new subscription (RETAIN = 1).
+    pub(crate) fn route_subscriptions(
+        &mut self,
+        now: Instant,
+        msg: &Arc<Message>,
+        as_retained: &[SessionId],
+    ) {
         // The list of matches (left empty by the last call) is kept for its capacity: a
         // fan-out to a thousand sessions does not allocate it again for every message.
         let mut hits = std::mem::take(&mut self.route_hits);
@@ -341,7 +350,7 @@ impl<O: Outlet> Broker<O> {
             };
             // [MQTT-3.3.1-9] v3.1.1 clears RETAIN on forwarded messages; v5 keeps it with
             // Retain As Published [MQTT-3.3.1-12/13].
-            let retain = s.version.is_v5() && rap && msg.retain;
+            let retain = (s.version.is_v5() && rap && msg.retain) || as_retained.contains(&sid);
             if !s.version.is_v5() {
                 sub_ids.clear();
             }
@@ -444,6 +453,7 @@ impl<O: Outlet> Broker<O> {
             properties,
             publisher: Some(sid),
             shared_properties: Default::default(),
+            pending_shards: Default::default(),
         };
         // Nothing acknowledges a will, so nothing waits for its retained record.
         self.accept_message(now, Arc::new(msg));

@@ -64,6 +64,17 @@ impl Outbox {
     }
 }
 
+/// A retained message a new subscription matched while the message was still on its way to
+/// this shard: the routing on its way delivers it as the retained one (see
+/// [`PendingShards`](crate::session::PendingShards)).
+#[derive(Debug)]
+pub(crate) struct EarlyRetained {
+    pub sid: SessionId,
+    /// The subscription that asked for it.
+    pub entry: SubEntry,
+    pub msg: Arc<Message>,
+}
+
 /// The result of [`Broker::route_remote`].
 #[derive(Debug, Default)]
 pub struct Routed {
@@ -87,10 +98,15 @@ impl<O: Outlet> Broker<O> {
     pub fn route_remote(&mut self, now: Instant, outbox: &Outbox) -> Routed {
         let me = self.shard();
         let mark = self.journal.mark();
+        // What this routing leaves is returned on its own, apart from anything this shard's
+        // own calls left and the edge has yet to take.
+        let own = std::mem::take(&mut self.outbox);
         for item in &outbox.items {
             match item {
                 Remote::Message(msg) if outbox.from != me => {
-                    self.route_subscriptions(now, msg);
+                    let as_retained = self.take_early_retained(msg);
+                    self.route_subscriptions(now, msg, &as_retained);
+                    msg.pending_shards.done(me);
                 }
                 Remote::Member {
                     group,
@@ -117,10 +133,37 @@ impl<O: Outlet> Broker<O> {
                 _ => {}
             }
         }
+        let mut left = std::mem::replace(&mut self.outbox, own);
+        left.from = me;
         Routed {
             ticket: self.journal.wait_since(mark),
-            outbox: self.take_outbox(),
+            outbox: left,
         }
+    }
+
+    /// Marks retained message `msg`, about to enter the retained store, as still to be routed
+    /// by every other shard.
+    pub(crate) fn mark_pending_elsewhere(&self, msg: &Message) {
+        if self.shards() > 1 {
+            msg.pending_shards.set_all_but(self.shards(), self.shard());
+        }
+    }
+
+    /// The sessions whose new subscription's retained message is `msg`, still on its way here
+    /// when they subscribed; forgets them.
+    fn take_early_retained(&mut self, msg: &Arc<Message>) -> Vec<SessionId> {
+        if self.early_retained.is_empty() {
+            return Vec::new();
+        }
+        let mut sessions = Vec::new();
+        self.early_retained.retain(|early| {
+            let this = Arc::ptr_eq(&early.msg, msg);
+            if this {
+                sessions.push(early.sid);
+            }
+            !this
+        });
+        sessions
     }
 
     /// Leaves `msg` for the other shards' subscriptions, when there are other shards.

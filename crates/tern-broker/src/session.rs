@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::num::NonZeroU64;
 
 use rustc_hash::FxHashSet;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -56,6 +57,34 @@ pub struct Message {
     /// Its properties as every v5 delivery writes them, filled by the first delivery that
     /// needs them (see [`Message::shared_properties`]); a new message starts it empty.
     pub shared_properties: SharedProperties,
+    /// The shards that have yet to route it, for a retained message of a broker of several
+    /// shards (see [`PendingShards`]); a new message starts with none.
+    pub pending_shards: PendingShards,
+}
+
+/// The shards that have yet to route a retained message: set before the message enters the
+/// retained store, each shard's bit cleared as that shard routes it. A SUBSCRIBE in a shard
+/// whose bit is still set leaves the message to the routing on its way, marked to be sent as
+/// the retained one, so that the subscriber gets it once and in its publisher's order.
+#[derive(Debug, Default)]
+pub struct PendingShards(AtomicU32);
+
+impl PendingShards {
+    /// Every shard of `shards` but `origin` has yet to route it.
+    pub(crate) fn set_all_but(&self, shards: usize, origin: usize) {
+        let all = u32::MAX >> (32 - shards);
+        self.0.store(all & !(1 << origin), Relaxed);
+    }
+
+    /// True while `shard` has yet to route it.
+    pub(crate) fn is_pending(&self, shard: usize) -> bool {
+        self.0.load(Relaxed) & (1 << shard) != 0
+    }
+
+    /// `shard` has routed it.
+    pub(crate) fn done(&self, shard: usize) {
+        self.0.fetch_and(!(1 << shard), Relaxed);
+    }
 }
 
 /// The encoded shared properties of a [`Message`]: empty until a delivery asks for them, and
@@ -393,6 +422,7 @@ mod tests {
                 expires_at: None,
                 publisher: None,
                 shared_properties: Default::default(),
+                pending_shards: Default::default(),
             }),
             qos: QoS::AtLeastOnce,
             retain: false,

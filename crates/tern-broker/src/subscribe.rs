@@ -11,7 +11,10 @@ use tern_codec::{
 
 use crate::broker::{Broker, ConnId, Outlet};
 use crate::global::{Group, Member};
-use crate::session::{Delivery, SessionId, SubEntry};
+use std::sync::Arc;
+
+use crate::remote::EarlyRetained;
+use crate::session::{Delivery, Message, SessionId, SubEntry};
 
 impl<O: Outlet> Broker<O> {
     /// Handles SUBSCRIBE: one reason code per filter, SUBACK, then retained messages.
@@ -99,7 +102,6 @@ impl<O: Outlet> Broker<O> {
     }
 
     fn send_retained(&mut self, now: Instant, sid: SessionId, filter: &str, entry: SubEntry) {
-        let v5 = self.sessions.get(&sid).is_some_and(|s| s.version.is_v5());
         let mut found = Vec::new();
         // Read under the retained lock, delivered after it is released.
         self.global.retained().tree.for_each_match(filter, |_, m| {
@@ -107,21 +109,41 @@ impl<O: Outlet> Broker<O> {
                 found.push(m.clone());
             }
         });
+        let me = self.shard();
         for msg in found {
-            let d = Delivery {
-                qos: msg.qos.min(entry.options.qos),
-                retain: true,
-                sub_ids: if v5 {
-                    entry.sub_id.into_iter().collect()
-                } else {
-                    Vec::new()
-                },
-                group: None,
-                seq: 0,
-                msg,
-            };
-            self.deliver(now, sid, d);
+            if msg.pending_shards.is_pending(me) {
+                // Still on its way here, where the subscription now is: that routing sends it,
+                // as the retained message, so it arrives once and after what its publisher
+                // sent before it.
+                self.early_retained.push(EarlyRetained { sid, entry, msg });
+            } else {
+                self.deliver_retained(now, sid, entry, msg);
+            }
         }
+    }
+
+    /// Sends retained message `msg` to session `sid` for its subscription `entry`.
+    fn deliver_retained(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        entry: SubEntry,
+        msg: Arc<Message>,
+    ) {
+        let v5 = self.sessions.get(&sid).is_some_and(|s| s.version.is_v5());
+        let d = Delivery {
+            qos: msg.qos.min(entry.options.qos),
+            retain: true,
+            sub_ids: if v5 {
+                entry.sub_id.into_iter().collect()
+            } else {
+                Vec::new()
+            },
+            group: None,
+            seq: 0,
+            msg,
+        };
+        self.deliver(now, sid, d);
     }
 
     /// Adds `sid`'s subscription `filter` (as subscribed) to the index or its shared group.
@@ -171,7 +193,7 @@ impl<O: Outlet> Broker<O> {
     /// Handles UNSUBSCRIBE: UNSUBACK with a code per filter.
     pub(crate) fn handle_unsubscribe(
         &mut self,
-        _now: Instant,
+        now: Instant,
         conn: ConnId,
         sid: SessionId,
         u: Unsubscribe,
@@ -184,6 +206,7 @@ impl<O: Outlet> Broker<O> {
                 .is_some_and(|s| s.subscriptions.remove(filter).is_some());
             if existed {
                 self.remove_subscription(sid, filter);
+                self.flush_early_retained(now, sid);
                 reasons.push(ReasonCode::SUCCESS);
             } else if parse_filter(filter).is_err() {
                 reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
@@ -201,6 +224,22 @@ impl<O: Outlet> Broker<O> {
                 reasons,
             }),
         );
+    }
+
+    /// Sends now the retained messages that `sid`'s new subscriptions left to routing still on
+    /// its way (see `remote.rs`), before a subscription goes that the routing would have
+    /// needed.
+    fn flush_early_retained(&mut self, now: Instant, sid: SessionId) {
+        if !self.early_retained.iter().any(|e| e.sid == sid) {
+            return;
+        }
+        let (mine, others) = std::mem::take(&mut self.early_retained)
+            .into_iter()
+            .partition(|e| e.sid == sid);
+        self.early_retained = others;
+        for e in mine {
+            self.deliver_retained(now, sid, e.entry, e.msg);
+        }
     }
 
     /// Removes `sid`'s subscription `filter` (as subscribed) from the index or its group.

@@ -25,7 +25,9 @@ impl<O: Outlet> Broker<O> {
             expires_at: None,
             publisher: None,
             shared_properties: Default::default(),
+            pending_shards: Default::default(),
         });
+        self.mark_pending_elsewhere(&msg);
         self.global.retained_mut().tree.insert(topic, msg.clone());
         self.route(now, msg);
     }

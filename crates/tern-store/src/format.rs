@@ -325,6 +325,7 @@ fn read_message_body(r: &mut Reader<'_>, anchor: &Anchor) -> Result<Message, Dec
         expires_at,
         publisher: None,
         shared_properties: Default::default(),
+        pending_shards: Default::default(),
     })
 }
 

@@ -49,6 +49,7 @@ fn message(topic: &str, qos: QoS, expires_in: Option<Duration>) -> Arc<Message> 
         expires_at: expires_in.map(|d| Instant::now() + d),
         publisher: None,
         shared_properties: Default::default(),
+        pending_shards: Default::default(),
     })
 }
 

@@ -36,6 +36,7 @@ fn message(topic: String, payload: &'static [u8]) -> Arc<Message> {
         expires_at: None,
         publisher: None,
         shared_properties: Default::default(),
+        pending_shards: Default::default(),
     })
 }
 

@@ -132,6 +132,22 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Seconds between updates of the `$SYS/broker/…` counters; 0 turns them off. Default 10.
     pub sys_interval_secs: u64,
+    /// Shards of the broker core, each behind its own lock, sessions spread over them by
+    /// client id (see docs/design/core-concurrency.md); 1 to 32. Default 1.
+    #[serde(deserialize_with = "core_shards")]
+    pub core_shards: usize,
+}
+
+/// Reads `core_shards`, refusing values outside 1 to [`MAX_SHARDS`](tern_broker::global::MAX_SHARDS).
+fn core_shards<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = u64::deserialize(d)?;
+    match usize::try_from(n) {
+        Ok(n) if (1..=tern_broker::global::MAX_SHARDS).contains(&n) => Ok(n),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} shards: expected 1 to {}",
+            tern_broker::global::MAX_SHARDS
+        ))),
+    }
 }
 
 impl Default for ServerConfig {
@@ -140,6 +156,7 @@ impl Default for ServerConfig {
             connect_timeout_secs: 10,
             max_connections: 0,
             sys_interval_secs: 10,
+            core_shards: 1,
         }
     }
 }
@@ -343,6 +360,9 @@ connect_timeout_secs = {connect_timeout_secs}
 max_connections = {max_connections}
 # Seconds between updates of the $SYS/broker/... counters; 0 turns them off.
 sys_interval_secs = {sys_interval_secs}
+# Shards of the broker core, each behind its own lock, sessions spread over them by client id,
+# so that clients on different threads route at once (1 to 32).
+core_shards = {core_shards}
 
 [log]
 # Log filter, e.g. "info" or "tern=debug,info"; the RUST_LOG variable overrides it.
@@ -399,6 +419,7 @@ batch_interval_ms = {batch_interval_ms}
         connect_timeout_secs = d.server.connect_timeout_secs,
         max_connections = d.server.max_connections,
         sys_interval_secs = d.server.sys_interval_secs,
+        core_shards = d.server.core_shards,
         level = d.log.level,
         max_packet_size = b.max_packet_size,
         receive_maximum = b.receive_maximum,

@@ -82,7 +82,7 @@ pub(crate) enum Outbound {
 pub(crate) struct ConnOutlet {
     tx: mailbox::Sender<Outbound>,
     /// The connection's backlog, and whether it is backed up, for the clients publishing to it.
-    backpressure: Arc<Backpressure>,
+    pub(crate) backpressure: Arc<Backpressure>,
 }
 
 /// How far behind a connection is: its socket backlog, and whether it is backed up, for the
@@ -276,11 +276,12 @@ pub(crate) fn spawn(
         backpressure: backpressure.clone(),
     };
     let shared = params.shared.clone();
-    let id = shared.call(|broker, now| broker.open(now, outlet));
+    let (shard, id) = shared.open(outlet);
     tracing::debug!(%peer, conn = id.0, "accepted connection");
     let mut conn = Connection {
         shared,
         id,
+        shard: u8::try_from(shard).expect("at most MAX_SHARDS shards"),
         registered: true,
         stream,
         rx,
@@ -307,6 +308,9 @@ pub(crate) fn spawn(
 struct Connection {
     shared: Arc<SharedBroker>,
     id: ConnId,
+    /// The core's shard the connection lives in: where it opened, then the shard of its client
+    /// id once its CONNECT is read.
+    shard: u8,
     /// The core has not heard `handle_closed` for this connection yet.
     registered: bool,
     /// The socket (its peer address is asked for only when a line is logged).
@@ -552,9 +556,10 @@ impl Connection {
                 return Some(End::Closing);
             }
             let id = self.id;
+            let shard = self.shard();
             let batch = &mut self.batch;
             let failed = &mut self.failed;
-            let (backed_up, violated) = self.shared.call(|b, now| {
+            let ((backed_up, violated), remote) = self.shared.call_routed(shard, |b, now| {
                 b.take_backpressure();
                 let deliveries = b.deliveries();
                 while let Some(packet) = batch.pop_front() {
@@ -586,7 +591,7 @@ impl Connection {
             if violated {
                 return Some(End::Violation);
             }
-            if let Some(backed_up) = backed_up {
+            if let Some(backed_up) = backed_up.or(remote) {
                 self.pause = Some(Box::pin(async move { backed_up.wait().await }));
                 return None;
             }
@@ -615,7 +620,13 @@ impl Connection {
                     }
                     if self.known.is_none() {
                         let version = match &packet {
-                            Packet::Connect(connect) => connect.protocol,
+                            Packet::Connect(connect) => {
+                                // Into the shard of its client id before the core sees it.
+                                let at = usize::from(self.shard);
+                                let to = self.shared.place(self.id, at, &connect.client_id);
+                                self.shard = u8::try_from(to).expect("at most MAX_SHARDS shards");
+                                connect.protocol
+                            }
                             _ => decode_as,
                         };
                         // The CONNACK must be encoded with this level.
@@ -747,10 +758,17 @@ impl Connection {
         self.known.unwrap_or(ProtocolVersion::V3_1_1)
     }
 
+    /// The core's shard this connection lives in.
+    fn shard(&self) -> usize {
+        usize::from(self.shard)
+    }
+
     /// Tell the core the connection is gone, once.
     fn unregister(&mut self) {
         if std::mem::take(&mut self.registered) {
-            self.shared.call(|b, now| b.handle_closed(now, self.id));
+            let id = self.id;
+            self.shared
+                .call(self.shard(), |b, now| b.handle_closed(now, id));
         }
     }
 }

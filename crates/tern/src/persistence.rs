@@ -99,7 +99,7 @@ pub(crate) fn spawn(
                             stats
                                 .commits
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            shared.call(|broker, _| broker.handle_persisted(ticket));
+                            shared.each(|broker, _| broker.handle_persisted(ticket));
                             last = None;
                         }
                         Err(e) => {
@@ -107,7 +107,7 @@ pub(crate) fn spawn(
                                 .failures
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             tracing::error!("store commit failed: {e}");
-                            shared.call(|broker, now| broker.handle_persist_failed(now, ticket));
+                            shared.each(|broker, now| broker.handle_persist_failed(now, ticket));
                             if stop {
                                 last = None;
                                 break;
@@ -283,6 +283,7 @@ mod tests {
             expires_at: None,
             publisher: None,
             shared_properties: Default::default(),
+            pending_shards: Default::default(),
         };
         let delivery = StoredDelivery {
             msg: Arc::new(msg),

@@ -11,7 +11,8 @@ use std::time::Duration;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tern_broker::{Broker, PersistMode};
+use tern_broker::persist::Snapshot;
+use tern_broker::{Broker, Global, PersistMode};
 use tern_store::{DiskStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -107,7 +108,14 @@ impl Server {
         addrs: Vec<SocketAddr>,
         store: Option<Box<dyn Store>>,
     ) -> io::Result<Server> {
-        let mut broker = Broker::new(config.broker.clone());
+        let shards = config.server.core_shards;
+        let global = Arc::new(Global::with_shards(shards));
+        let mut brokers: Vec<Broker<ConnOutlet>> = (0..shards)
+            .map(|shard| {
+                let shard = u8::try_from(shard).expect("at most MAX_SHARDS shards");
+                Broker::with_global(config.broker.clone(), global.clone(), shard)
+            })
+            .collect();
         let mut store_parts = None;
         let mut written = Written::default();
         if let Some(mut store) = store {
@@ -120,12 +128,25 @@ impl Server {
             store = store_back;
             let loaded = started.elapsed();
             let (sessions, retained) = (snapshot.sessions.len(), snapshot.retained.len());
-            broker.set_persistence(match config.store.durability() {
+            let mode = match config.store.durability() {
                 Durability::Sync => PersistMode::Sync,
                 Durability::Batch { .. } => PersistMode::Batch,
-            });
+            };
             written = Written::from_snapshot(&snapshot);
-            broker.restore(Instant::now(), snapshot);
+            // Each shard takes the sessions of its client ids; the retained messages, which
+            // the shards share, come with shard 0's part.
+            let mut parts: Vec<Snapshot> = (0..shards).map(|_| Snapshot::default()).collect();
+            parts[0].retained = snapshot.retained;
+            for session in snapshot.sessions {
+                parts[global.shard_of(&session.record.client_id)]
+                    .sessions
+                    .push(session);
+            }
+            let now = Instant::now();
+            for (broker, part) in brokers.iter_mut().zip(parts) {
+                broker.set_persistence(mode);
+                broker.restore(now, part);
+            }
             if sessions > 0 || retained > 0 {
                 tracing::info!(
                     sessions,
@@ -139,7 +160,7 @@ impl Server {
         }
         let (store_tx, store_rx) = std::sync::mpsc::channel();
         let shared = Arc::new(SharedBroker::new(
-            broker,
+            brokers,
             store_parts.is_some().then(|| store_tx.clone()),
         ));
         let store_stats = Arc::new(StoreStats::default());
@@ -155,7 +176,7 @@ impl Server {
             None => None,
         };
         // Restoring may have recorded operations (sessions cut by the crash): hand them over.
-        shared.call(|_, _| ());
+        shared.each(|_, _| ());
         let stop_accepting = Flag::new();
         let tracker = Tracker::new();
         let params = Arc::new(ConnParams {
@@ -210,7 +231,7 @@ impl Server {
     /// End every connection still open, without waiting for the core's close.
     fn abandon(&self) {
         self.shared
-            .call(|broker, _| broker.outlets().for_each(ConnOutlet::abandon));
+            .each(|broker, _| broker.outlets().for_each(ConnOutlet::abandon));
     }
 
     /// Actual bound addresses, in listener order.
@@ -233,7 +254,7 @@ impl Server {
         for task in self.accept_tasks.drain(..) {
             let _ = task.await;
         }
-        self.shared.call(|broker, now| broker.shutdown(now));
+        self.shared.each(|broker, now| broker.shutdown(now));
         if !self.tracker.wait(SHUTDOWN_WAIT).await {
             tracing::warn!("connections still open after {SHUTDOWN_WAIT:?}; dropping them");
             self.abandon();

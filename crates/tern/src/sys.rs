@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tern_broker::Stats;
 
 use crate::persistence::StoreStats;
 use crate::shared::SharedBroker;
@@ -24,8 +25,11 @@ pub(crate) async fn run(shared: Arc<SharedBroker>, every: Duration, store: Arc<S
             store.commits.load(Ordering::Relaxed),
             store.failures.load(Ordering::Relaxed),
         );
-        shared.call(|broker, now| {
-            let s = broker.stats();
+        // The sum of every shard's figures, then published from shard 0 (and routed from
+        // there to the others).
+        let mut s = Stats::default();
+        shared.each(|broker, _| s.add(&broker.stats()));
+        shared.call(0, |broker, now| {
             let values: [(&str, String); 10] = [
                 ("$SYS/broker/uptime", format!("{uptime} seconds")),
                 (

@@ -11,8 +11,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS};
-use support::start_broker;
-use tern::Server;
+use std::net::SocketAddr;
+
+use tern::config::ListenerConfig;
+use tern::{Config, Server};
 use tern_broker::BrokerConfig;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
@@ -25,14 +27,36 @@ const MESSAGES: u32 = 400;
 /// How long the whole exchange of one QoS level may take.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A broker whose queues are large enough that no QoS 1/2 message is dropped for a slow
-/// subscriber during these tests.
-async fn lossless_broker() -> Server {
-    start_broker(BrokerConfig {
-        max_queued_messages: 100_000,
-        ..BrokerConfig::default()
-    })
+/// The core's shard count of the second run of each test: the first runs with the suite's
+/// (`TERN_TEST_CORE_SHARDS`, 1 by default), so every rule here is checked on a sharded core too.
+const SHARDS: usize = 4;
+
+/// A broker of `shards` core shards (0: the suite's count), whose queues are large enough
+/// that no QoS 1/2 message is dropped for a slow subscriber during these tests.
+async fn lossless_broker(shards: usize) -> Server {
+    broker(
+        shards,
+        BrokerConfig {
+            max_queued_messages: 100_000,
+            ..BrokerConfig::default()
+        },
+    )
     .await
+}
+
+/// A broker with `config` and `shards` core shards (0: the suite's count).
+async fn broker(shards: usize, config: BrokerConfig) -> Server {
+    let mut config = Config {
+        listeners: vec![ListenerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }],
+        broker: config,
+        ..support::in_memory()
+    };
+    if shards > 0 {
+        config.server.core_shards = shards;
+    }
+    support::start_with(config).await
 }
 
 /// Options for client `id` of `server`: clean session, 30 s Keep Alive.
@@ -208,7 +232,16 @@ async fn receive_in_order(
 /// ([MQTT-4.6.0-6] of 3.1.1, the clients' level), and at QoS 1 and 2 it gets all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_keep_per_publisher_order() {
-    let server = lossless_broker().await;
+    concurrent_publishers_keep_per_publisher_order_with(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_keep_per_publisher_order_sharded() {
+    concurrent_publishers_keep_per_publisher_order_with(SHARDS).await;
+}
+
+async fn concurrent_publishers_keep_per_publisher_order_with(shards: usize) {
+    let server = lossless_broker(shards).await;
     for (level, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
         .into_iter()
         .enumerate()
@@ -269,8 +302,17 @@ async fn concurrent_publishers_keep_per_publisher_order() {
 /// section 4.8.2: the server SHOULD send it to another member).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_group_loses_nothing_while_members_come_and_go() {
+    shared_group_loses_nothing_while_members_come_and_go_with(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_group_loses_nothing_while_members_come_and_go_sharded() {
+    shared_group_loses_nothing_while_members_come_and_go_with(SHARDS).await;
+}
+
+async fn shared_group_loses_nothing_while_members_come_and_go_with(shards: usize) {
     const SHARED_PUBLISHERS: u8 = 4;
-    let server = lossless_broker().await;
+    let server = lossless_broker(shards).await;
     // Every member's deliveries are forwarded to one channel.
     let (tx, mut rx) = unbounded_channel();
     let join = |id: String, tx: UnboundedSender<Publish>| {
@@ -332,7 +374,16 @@ async fn shared_group_loses_nothing_while_members_come_and_go() {
 /// every message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_under_load_loses_no_qos1_message() {
-    let server = lossless_broker().await;
+    takeover_under_load_loses_no_qos1_message_with(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_under_load_loses_no_qos1_message_sharded() {
+    takeover_under_load_loses_no_qos1_message_with(SHARDS).await;
+}
+
+async fn takeover_under_load_loses_no_qos1_message_with(shards: usize) {
+    let server = lossless_broker(shards).await;
     let mut persistent = options(&server, "taken-over");
     persistent.set_clean_session(false);
     let mut first = Peer::connect(persistent.clone()).await;
@@ -362,8 +413,17 @@ async fn takeover_under_load_loses_no_qos1_message() {
 /// [MQTT-3.3.1-6]: the last retained message is sent on a new subscription).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_publishes_racing_subscribes_are_never_lost() {
+    retained_publishes_racing_subscribes_are_never_lost_with(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_publishes_racing_subscribes_are_never_lost_sharded() {
+    retained_publishes_racing_subscribes_are_never_lost_with(SHARDS).await;
+}
+
+async fn retained_publishes_racing_subscribes_are_never_lost_with(shards: usize) {
     const SUBSCRIBERS: usize = 8;
-    let server = start_broker(BrokerConfig::default()).await;
+    let server = broker(shards, BrokerConfig::default()).await;
     let writer = publisher(&server, "rpub", 0, "retained/value", QoS::AtLeastOnce, true).await;
     let mut subscribers = Vec::new();
     for s in 0..SUBSCRIBERS {

@@ -98,6 +98,21 @@ fn bad_listener_address_names_key_and_line() {
 }
 
 #[test]
+fn core_shards_is_read_and_kept_within_range() {
+    assert_eq!(Config::default().server.core_shards, 1);
+    let config = Config::from_toml_str("[server]\ncore_shards = 4\n").expect("parses");
+    assert_eq!(config.server.core_shards, 4);
+    for bad in ["0", "33"] {
+        let msg = parse_err(&format!("[server]\n\ncore_shards = {bad}\n"));
+        assert!(
+            msg.starts_with("<config>:3:15: `server.core_shards`: "),
+            "{msg}"
+        );
+        assert!(msg.contains("expected 1 to 32"), "{msg}");
+    }
+}
+
+#[test]
 fn syntax_error_has_line() {
     let msg = parse_err("[server]\nmax_connections = = 3\n");
     assert!(msg.starts_with("<config>:2:"), "{msg}");

@@ -26,9 +26,23 @@ struct Broker {
 impl Broker {
     /// Starts `tern serve` on `addr` with the store in `dir`, and waits until it accepts.
     fn start(addr: SocketAddr, dir: &Path) -> Broker {
-        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-            .arg(dir)
+        let shards = std::env::var("TERN_TEST_CORE_SHARDS").ok();
+        Self::start_sharded(addr, dir, shards.and_then(|s| s.parse().ok()))
+    }
+
+    /// [`Broker::start`] with a core of `shards` shards, if given.
+    fn start_sharded(addr: SocketAddr, dir: &Path, shards: Option<usize>) -> Broker {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+        command.args(["serve", "--listen", &addr.to_string(), "--data-dir"]);
+        command.arg(dir);
+        if let Some(shards) = shards {
+            // Next to the data directory, not in it: the store owns what is inside.
+            let config = dir.with_extension("toml");
+            std::fs::write(&config, format!("[server]\ncore_shards = {shards}\n"))
+                .expect("write config");
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -306,11 +320,30 @@ fn check(acked: &Acked, got: &[(QoS, Bytes)]) {
     }
 }
 
+/// Starts the broker with `shards` core shards, or the suite's count when `None`.
+fn start(addr: SocketAddr, dir: &Path, shards: Option<usize>) -> Broker {
+    match shards {
+        Some(_) => Broker::start_sharded(addr, dir, shards),
+        None => Broker::start(addr, dir),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_loses_no_acknowledged_message() {
+    kill_9_mid_stream_loses_no_acknowledged_message_with(None).await;
+}
+
+/// The same on a core of 8 shards: the subscriber's session and the publisher's most likely
+/// live in different shards (the shard of a client id is a keyed hash, drawn per process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_no_acknowledged_message_sharded() {
+    kill_9_mid_stream_loses_no_acknowledged_message_with(Some(8)).await;
+}
+
+async fn kill_9_mid_stream_loses_no_acknowledged_message_with(shards: Option<usize>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let addr = free_addr();
-    let broker = Broker::start(addr, dir.path());
+    let broker = start(addr, dir.path(), shards);
     park_subscriber(addr, "crash-sub", "crash/stream").await;
     publish_retained(addr, 50).await;
 
@@ -320,7 +353,7 @@ async fn kill_9_mid_stream_loses_no_acknowledged_message() {
     let acked_count: usize = acked.values().map(BTreeSet::len).sum();
     assert!(acked_count >= 300, "the kill happened mid-stream");
 
-    let _broker = Broker::start(addr, dir.path());
+    let _broker = start(addr, dir.path(), shards);
     let (_client, mut el) = AsyncClient::new(options(addr, "crash-sub", false), 100);
     assert!(connack(&mut el).await, "the session survived the crash");
     let got = collect(
@@ -343,16 +376,27 @@ async fn kill_9_mid_stream_loses_no_acknowledged_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_restart_keeps_sessions_queues_and_retained() {
+    sigterm_restart_keeps_sessions_queues_and_retained_with(None).await;
+}
+
+/// The same on a core of 8 shards: the subscriber's session and the publisher's most likely
+/// live in different shards (the shard of a client id is a keyed hash, drawn per process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_restart_keeps_sessions_queues_and_retained_sharded() {
+    sigterm_restart_keeps_sessions_queues_and_retained_with(Some(8)).await;
+}
+
+async fn sigterm_restart_keeps_sessions_queues_and_retained_with(shards: Option<usize>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let addr = free_addr();
-    let broker = Broker::start(addr, dir.path());
+    let broker = start(addr, dir.path(), shards);
     park_subscriber(addr, "term-sub", "crash/stream").await;
     publish_retained(addr, 10).await;
     let acked = publish_stream(addr, 100, usize::MAX, || {}).await;
     assert_eq!(acked.values().map(BTreeSet::len).sum::<usize>(), 200);
     broker.terminate();
 
-    let _broker = Broker::start(addr, dir.path());
+    let _broker = start(addr, dir.path(), shards);
     let (_client, mut el) = AsyncClient::new(options(addr, "term-sub", false), 100);
     assert!(connack(&mut el).await);
     let got = collect(

@@ -32,11 +32,21 @@ pub async fn start_broker(broker: BrokerConfig) -> Server {
 }
 
 /// The default config with the store off: tests that are not about durability keep nothing on
-/// disk.
+/// disk. The core runs as `TERN_TEST_CORE_SHARDS` shards when that is set (1 otherwise), so the
+/// whole suite can be run against a sharded core.
 pub fn in_memory() -> Config {
     let mut config = Config::default();
     config.store.enabled = false;
+    config.server.core_shards = core_shards();
     config
+}
+
+/// The shard count the tests run the core with: `TERN_TEST_CORE_SHARDS`, or 1.
+pub fn core_shards() -> usize {
+    std::env::var("TERN_TEST_CORE_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 /// Start a broker with a whole `config`.
