@@ -6,9 +6,9 @@
 //! Whatever must be unique or single across them lives here, behind an `Arc` each shard holds.
 //! Rules for what is added here: a shard never holds two of its locks at once, and nothing here
 //! calls back into a shard, so no lock order can form a cycle. The counters are atomics; the
-//! retained messages and the shared subscriptions are each behind a `RwLock`, which a shard
-//! takes while it holds its own lock, never the other way round, never both at once, and
-//! releases before it delivers anything.
+//! retained messages, the shared subscriptions and the summary of which shards hold which
+//! filters are each behind a `RwLock`, which a shard takes while it holds its own lock, never
+//! the other way round, never two at once, and releases before it delivers anything.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -46,6 +46,10 @@ pub struct Global {
     retained: RwLock<Retained>,
     /// The shared subscriptions.
     shared: RwLock<SharedRoutes>,
+    /// Which shards hold (non-shared) subscriptions to which filters, a count per shard, so that
+    /// a message is routed only in the shards where it can match; kept only with several
+    /// shards.
+    filters: RwLock<TopicIndex<u8, u32>>,
     /// How many shared groups exist, so that routing looks at them only when there are some.
     groups: AtomicUsize,
     /// How many shards the broker has.
@@ -98,6 +102,7 @@ impl Global {
                 journal: Journal::new(PersistMode::Off, tickets),
             }),
             shared: RwLock::new(SharedRoutes::default()),
+            filters: RwLock::new(TopicIndex::new()),
             groups: AtomicUsize::new(0),
             shards,
             id_salt,
@@ -186,6 +191,42 @@ impl Global {
     pub(crate) fn shared(&self) -> Option<RwLockReadGuard<'_, SharedRoutes>> {
         (self.groups.load(Relaxed) > 0)
             .then(|| self.shared.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A session of `shard` subscribed to `filter` (not shared).
+    pub(crate) fn filter_added(&self, filter: &str, shard: usize) {
+        if self.shards == 1 {
+            return;
+        }
+        let shard = u8::try_from(shard).expect("fewer than MAX_SHARDS");
+        let mut filters = self.filters.write().unwrap_or_else(PoisonError::into_inner);
+        let count = filters.get(filter, &shard).copied().unwrap_or(0);
+        filters.insert(filter, shard, count + 1);
+    }
+
+    /// A session of `shard` dropped its subscription to `filter` (not shared).
+    pub(crate) fn filter_removed(&self, filter: &str, shard: usize) {
+        if self.shards == 1 {
+            return;
+        }
+        let shard = u8::try_from(shard).expect("fewer than MAX_SHARDS");
+        let mut filters = self.filters.write().unwrap_or_else(PoisonError::into_inner);
+        match filters.get(filter, &shard).copied() {
+            Some(1) | None => {
+                filters.remove(filter, &shard);
+            }
+            Some(n) => {
+                filters.insert(filter, shard, n - 1);
+            }
+        }
+    }
+
+    /// The shards holding a subscription that matches `topic`, one bit each.
+    pub(crate) fn shards_matching(&self, topic: &str) -> u32 {
+        let mut shards = 0;
+        let filters = self.filters.read().unwrap_or_else(PoisonError::into_inner);
+        filters.for_each_match(topic, |shard, _| shards |= 1 << shard);
+        shards
     }
 
     /// Records in its shared groups whether session `s` has a connection now.

@@ -141,6 +141,7 @@ impl<O: Outlet> Broker<O> {
             return self.close_conn(now, conn, how);
         }
         let mark = self.journal.mark();
+        let outbox = self.outbox_len();
         // The retained store's batch, when the message changed it.
         let mut retained_wait = None;
         let refusal = self.check_publish(&p, version);
@@ -182,9 +183,10 @@ impl<O: Outlet> Broker<O> {
         let reason = refusal
             .filter(|_| version.is_v5())
             .unwrap_or(ReasonCode::SUCCESS);
-        // Routed in other shards too: the ack also waits for the batch they record it in.
-        let remote =
-            refusal.is_none() && p.qos != QoS::AtMostOnce && self.acks_wait_for_other_shards();
+        // Left for other shards too: the ack also waits for the batch they record it in.
+        let remote = p.qos != QoS::AtMostOnce
+            && self.outbox_len() > outbox
+            && self.acks_wait_for_other_shards();
         if remote {
             self.wait_for_outbox(conn);
         }

@@ -2,9 +2,11 @@
 //!
 //! A broker of several shards (see `global.rs`) keeps each session in the shard of its client
 //! id. A message published in shard `s` is matched and delivered in `s` while `s`'s lock is
-//! held, and left in `s`'s [`Outbox`]; the edge then hands the outbox to every other shard in
-//! turn ([`Broker::route_remote`]), never holding two shard locks at once. A shared group's
-//! member picked in `s` but living in another shard is left in the outbox for that shard alone.
+//! held, and left in `s`'s [`Outbox`] for the shards that hold a matching filter (a summary in
+//! `Global` says which; a retained message goes to every shard); the edge then hands the
+//! outbox to each of those shards in turn ([`Broker::route_remote`]), never holding two shard
+//! locks at once. A shared group's member picked in `s` but living in another shard is left in
+//! the outbox for that shard alone.
 //!
 //! An acknowledgment promises that the message is safe wherever it was routed, so in sync
 //! durability the PUBACK or PUBREC of a message that went to the outbox is held (its wait is
@@ -25,6 +27,8 @@ pub struct Outbox {
     /// The shard that filled it.
     from: usize,
     items: Vec<Remote>,
+    /// The shards that have something to route in it, one bit each.
+    targets: u32,
     /// Connections whose acknowledgments wait for this outbox to be routed.
     waiting: Vec<ConnId>,
 }
@@ -32,9 +36,9 @@ pub struct Outbox {
 /// One message or delivery for the other shards.
 #[derive(Debug)]
 enum Remote {
-    /// A message for every other shard's own subscriptions (not its shared groups: the member
-    /// was picked by the publisher's shard).
-    Message(Arc<Message>),
+    /// A message for the own subscriptions of the shards in `shards`, one bit each (not their
+    /// shared groups: the member was picked by the publisher's shard).
+    Message { msg: Arc<Message>, shards: u32 },
     /// A message for one member of a shared group, for the shard that owns the member.
     Member {
         group: GroupId,
@@ -50,6 +54,11 @@ impl Outbox {
     /// True when there is nothing to route and no one to settle.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty() && self.waiting.is_empty()
+    }
+
+    /// True when `shard` has something to route in it.
+    pub fn is_for(&self, shard: usize) -> bool {
+        self.targets & (1 << shard) != 0
     }
 
     /// The connections to [`Broker::settle`] in the shard the outbox came from, once every
@@ -103,7 +112,7 @@ impl<O: Outlet> Broker<O> {
         let own = std::mem::take(&mut self.outbox);
         for item in &outbox.items {
             match item {
-                Remote::Message(msg) if outbox.from != me => {
+                Remote::Message { msg, shards } if shards & (1 << me) != 0 => {
                     let as_retained = self.take_early_retained(msg);
                     self.route_subscriptions(now, msg, &as_retained);
                     msg.pending_shards.done(me);
@@ -166,10 +175,21 @@ impl<O: Outlet> Broker<O> {
         sessions
     }
 
-    /// Leaves `msg` for the other shards' subscriptions, when there are other shards.
+    /// Leaves `msg` for the other shards holding subscriptions that match it; a retained
+    /// message goes to every other shard, each of which must clear its bit of the message's
+    /// [`PendingShards`](crate::session::PendingShards).
     pub(crate) fn route_elsewhere(&mut self, msg: Arc<Message>) {
-        if self.shards() > 1 {
-            self.outbox.items.push(Remote::Message(msg));
+        let (count, me) = (self.shards(), self.shard());
+        if count == 1 {
+            return;
+        }
+        let shards = match msg.retain && msg.pending_shards.is_pending_anywhere() {
+            true => (u32::MAX >> (32 - count)) & !(1 << me),
+            false => self.global.shards_matching(&msg.topic) & !(1 << me),
+        };
+        if shards != 0 {
+            self.outbox.targets |= shards;
+            self.outbox.items.push(Remote::Message { msg, shards });
         }
     }
 
@@ -182,6 +202,7 @@ impl<O: Outlet> Broker<O> {
         msg: Arc<Message>,
         repicks: u8,
     ) {
+        self.outbox.targets |= 1 << sid.shard();
         self.outbox.items.push(Remote::Member {
             group,
             sid,
@@ -195,6 +216,11 @@ impl<O: Outlet> Broker<O> {
     /// more than one shard.
     pub(crate) fn acks_wait_for_other_shards(&self) -> bool {
         self.shards() > 1 && self.journal.mode == crate::PersistMode::Sync
+    }
+
+    /// How many items the outbox holds, to see whether routing a message left any.
+    pub(crate) fn outbox_len(&self) -> usize {
+        self.outbox.items.len()
     }
 
     /// Notes that `conn` holds an acknowledgment waiting for this outbox.

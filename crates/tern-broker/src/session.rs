@@ -81,6 +81,11 @@ impl PendingShards {
         self.0.load(Relaxed) & (1 << shard) != 0
     }
 
+    /// True while some shard has yet to route it (a retained message of several shards).
+    pub(crate) fn is_pending_anywhere(&self) -> bool {
+        self.0.load(Relaxed) != 0
+    }
+
     /// `shard` has routed it.
     pub(crate) fn done(&self, shard: usize) {
         self.0.fetch_and(!(1 << shard), Relaxed);

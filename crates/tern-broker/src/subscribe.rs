@@ -154,7 +154,9 @@ impl<O: Outlet> Broker<O> {
         match parsed.share_group {
             Some(group) => self.join_group(sid, group, parsed.filter, entry),
             None => {
-                self.index.insert(parsed.filter, sid, entry);
+                if self.index.insert(parsed.filter, sid, entry).is_none() {
+                    self.global.filter_added(parsed.filter, self.shard());
+                }
             }
         }
     }
@@ -249,7 +251,9 @@ impl<O: Outlet> Broker<O> {
         };
         match parsed.share_group {
             None => {
-                self.index.remove(parsed.filter, &sid);
+                if self.index.remove(parsed.filter, &sid).is_some() {
+                    self.global.filter_removed(parsed.filter, self.shard());
+                }
             }
             Some(name) => {
                 let key = (name.to_string(), parsed.filter.to_string());

@@ -181,8 +181,8 @@ impl SharedBroker {
         result
     }
 
-    /// Routes `outbox` through every shard but the one that filled it (and what that leaves in
-    /// turn), then settles the acknowledgments that waited for it. Returns the backlog of a
+    /// Routes `outbox` through the shards it has something for (and what that leaves in turn),
+    /// then settles the acknowledgments that waited for it. Returns the backlog of a
     /// connection found backed up on the way.
     fn route(&self, outbox: Outbox) -> Option<Arc<Backpressure>> {
         if outbox.is_empty() {
@@ -193,7 +193,7 @@ impl SharedBroker {
         let mut ticket: Option<Ticket> = None;
         let mut backed_up = None;
         while let Some(outbox) = pending.pop() {
-            for shard in (0..self.shards()).filter(|&s| s != outbox.from()) {
+            for shard in (0..self.shards()).filter(|&s| outbox.is_for(s)) {
                 let (routed, backlog) = self.locked(shard, |b, now| {
                     b.take_backpressure();
                     let routed = b.route_remote(now, &outbox);
