@@ -92,6 +92,8 @@ pub struct Routed {
     /// What routing left for yet other shards: members picked again because the one picked
     /// first was gone. Route it like any outbox.
     pub outbox: Outbox,
+    /// Where routing stopped for a backed-up connection, if it did: the first item not routed.
+    pub stopped_at: Option<usize>,
 }
 
 impl<O: Outlet> Broker<O> {
@@ -105,12 +107,31 @@ impl<O: Outlet> Broker<O> {
     /// Routes what shard `outbox.from()` left: its messages to this shard's subscriptions,
     /// and the shared-group deliveries picked for this shard's sessions.
     pub fn route_remote(&mut self, now: Instant, outbox: &Outbox) -> Routed {
+        self.route_remote_from(now, outbox, 0, false)
+    }
+
+    /// [`Broker::route_remote`] from item `first` of the outbox on; with `stop`, it stops after
+    /// an item made a drop for a backed-up connection ([`Broker::dropped_for_backpressure`])
+    /// and reports in [`Routed::stopped_at`] where to go on once that connection has drained,
+    /// as a connection's batch stops in its own shard.
+    pub fn route_remote_from(
+        &mut self,
+        now: Instant,
+        outbox: &Outbox,
+        first: usize,
+        stop: bool,
+    ) -> Routed {
         let me = self.shard();
         let mark = self.journal.mark();
         // What this routing leaves is returned on its own, apart from anything this shard's
         // own calls left and the edge has yet to take.
         let own = std::mem::take(&mut self.outbox);
-        for item in &outbox.items {
+        let mut stopped_at = None;
+        for (i, item) in outbox.items.iter().enumerate().skip(first) {
+            if stop && self.dropped_for_backpressure() {
+                stopped_at = Some(i);
+                break;
+            }
             match item {
                 Remote::Message { msg, shards } if shards & (1 << me) != 0 => {
                     let as_retained = self.take_early_retained(msg);
@@ -147,6 +168,7 @@ impl<O: Outlet> Broker<O> {
         Routed {
             ticket: self.journal.wait_since(mark),
             outbox: left,
+            stopped_at,
         }
     }
 

@@ -45,7 +45,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Sleep;
 
 use crate::mailbox::{self, Taken};
-use crate::shared::SharedBroker;
+use crate::shared::{SharedBroker, Unrouted};
 use crate::shutdown::TaskToken;
 
 /// Read buffer size a connection reads into. An idle connection holds no buffer: it is
@@ -170,7 +170,7 @@ impl Backpressure {
 
     /// Waits until the connection has drained, at most [`MAX_PAUSE`]; after a wait that ran
     /// out, it counts as stalled.
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let drained = self.drained.notified();
         tokio::pin!(drained);
         // Registered before the check, so a drain in between is not missed.
@@ -559,35 +559,49 @@ impl Connection {
             let shard = self.shard();
             let batch = &mut self.batch;
             let failed = &mut self.failed;
-            let ((backed_up, violated), remote) = self.shared.call_routed(shard, |b, now| {
-                b.take_backpressure();
-                let deliveries = b.deliveries();
-                while let Some(packet) = batch.pop_front() {
-                    b.handle_packet(now, id, packet);
-                    // What follows would only be dropped as well: keep it for after the wait.
-                    // Or this batch has made enough deliveries: the rest under the next
-                    // lock, so that other connections get the core in between.
-                    if b.dropped_for_backpressure()
-                        || b.deliveries() - deliveries >= MAX_DELIVERIES_PER_CALL
-                    {
-                        break;
+            let ((backed_up, violated), remote, unrouted) =
+                self.shared.call_routed(shard, |b, now| {
+                    b.take_backpressure();
+                    let deliveries = b.deliveries();
+                    while let Some(packet) = batch.pop_front() {
+                        b.handle_packet(now, id, packet);
+                        // What follows would only be dropped as well: keep it for after the wait.
+                        // Or this batch has made enough deliveries: the rest under the next
+                        // lock, so that other connections get the core in between.
+                        if b.dropped_for_backpressure()
+                            || b.deliveries() - deliveries >= MAX_DELIVERIES_PER_CALL
+                        {
+                            break;
+                        }
                     }
+                    let violated = batch.is_empty()
+                        && failed.take().is_some_and(|failed| {
+                            let (violation, peeked) = *failed;
+                            b.handle_violation(now, id, violation, peeked);
+                            true
+                        });
+                    // A queue these packets fed is backed up: read no more from this client until
+                    // it drains (never for a queue of its own).
+                    let backed_up = b
+                        .take_backpressure()
+                        .filter(|&to| to != id)
+                        .and_then(|to| b.outlet(to))
+                        .map(|outlet| outlet.backpressure.clone());
+                    (backed_up, violated)
+                });
+            if let Some(rest) = unrouted {
+                // Routing in another shard stopped at a backed-up connection: the rest goes on
+                // as it drains, before any later packet of this client is handed over (or at
+                // once, if the connection ends or there is no one to wait for).
+                let unrouted = Unrouted::new(self.shared.clone(), rest);
+                match (&remote, violated) {
+                    (Some(backlog), false) => {
+                        self.pause = Some(Box::pin(unrouted.run(backlog.clone())));
+                        return None;
+                    }
+                    _ => drop(unrouted),
                 }
-                let violated = batch.is_empty()
-                    && failed.take().is_some_and(|failed| {
-                        let (violation, peeked) = *failed;
-                        b.handle_violation(now, id, violation, peeked);
-                        true
-                    });
-                // A queue these packets fed is backed up: read no more from this client until
-                // it drains (never for a queue of its own).
-                let backed_up = b
-                    .take_backpressure()
-                    .filter(|&to| to != id)
-                    .and_then(|to| b.outlet(to))
-                    .map(|outlet| outlet.backpressure.clone());
-                (backed_up, violated)
-            });
+            }
             if violated {
                 return Some(End::Violation);
             }

@@ -20,6 +20,74 @@ use tokio::sync::Notify;
 use crate::conn::{Backpressure, ConnOutlet};
 use crate::persistence::{StoreMsg, StoreTx};
 
+/// The routing of one outbox still to do: the shards it has something for that have not
+/// routed it yet, the first of them from item `item` on.
+pub(crate) struct Routing {
+    outbox: Outbox,
+    shards: Vec<usize>,
+    item: usize,
+    /// The latest store batch the shards done so far recorded it in.
+    ticket: Option<Ticket>,
+}
+
+impl Routing {
+    fn of(outbox: Outbox, shards: usize) -> Self {
+        Routing {
+            shards: (0..shards).filter(|&s| outbox.is_for(s)).collect(),
+            outbox,
+            item: 0,
+            ticket: None,
+        }
+    }
+
+    fn waiting(&self) -> &[ConnId] {
+        self.outbox.waiting()
+    }
+}
+
+/// A connection's routing still to do after it stopped for a backed-up connection. The
+/// connection pauses on [`Unrouted::run`], which goes on each time the backed-up connection has
+/// drained; dropped before it is done (the connection ending), it routes the rest at once, so
+/// that nothing accepted is left unrouted.
+pub(crate) struct Unrouted {
+    shared: Arc<SharedBroker>,
+    work: Option<Routing>,
+}
+
+impl Unrouted {
+    /// The routing `work` left by a call of `shared`.
+    pub(crate) fn new(shared: Arc<SharedBroker>, work: Routing) -> Self {
+        Unrouted {
+            shared,
+            work: Some(work),
+        }
+    }
+
+    /// Waits for `backlog` to drain, routes on, and again until the routing is done.
+    pub(crate) async fn run(mut self, mut backlog: Arc<Backpressure>) {
+        loop {
+            backlog.wait().await;
+            let Some(work) = self.work.take() else { return };
+            let (next, rest) = self.shared.route(work, true);
+            self.work = rest;
+            match next {
+                Some(next) if self.work.is_some() => backlog = next,
+                // Done, or (never, as `route` stops only for a backlog) nothing to wait for:
+                // the drop routes whatever is left.
+                _ => return,
+            }
+        }
+    }
+}
+
+impl Drop for Unrouted {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            self.shared.route(work, false);
+        }
+    }
+}
+
 /// The broker core's shards behind their locks, plus the timer's wake-up.
 pub(crate) struct SharedBroker {
     // Std mutexes, not tokio's: the core never awaits and its calls are short, so a lock is
@@ -136,22 +204,29 @@ impl SharedBroker {
         shard: usize,
         f: impl FnOnce(&mut Broker<ConnOutlet>, Instant) -> R,
     ) -> R {
-        self.call_routed(shard, f).0
-    }
-
-    /// [`SharedBroker::call`], also returning the backlog of a connection that the routing in
-    /// other shards found backed up, for a connection task that pauses its reading then.
-    pub(crate) fn call_routed<R>(
-        &self,
-        shard: usize,
-        f: impl FnOnce(&mut Broker<ConnOutlet>, Instant) -> R,
-    ) -> (R, Option<Arc<Backpressure>>) {
         let (result, outbox) = self.locked(shard, |b, now| {
             let result = f(b, now);
             (result, b.take_outbox())
         });
-        let backed_up = self.route(outbox);
-        (result, backed_up)
+        self.route(Routing::of(outbox, self.shards()), false);
+        result
+    }
+
+    /// [`SharedBroker::call`] for a connection's batch of packets: the routing in other shards
+    /// stops, as the batch does in its own shard, once a message was dropped for a backed-up
+    /// connection. Also returns that connection's backlog, and the routing still to do, which
+    /// must be done (see [`Unrouted`]) before any later packet of the connection is handed over.
+    pub(crate) fn call_routed<R>(
+        &self,
+        shard: usize,
+        f: impl FnOnce(&mut Broker<ConnOutlet>, Instant) -> R,
+    ) -> (R, Option<Arc<Backpressure>>, Option<Routing>) {
+        let (result, outbox) = self.locked(shard, |b, now| {
+            let result = f(b, now);
+            (result, b.take_outbox())
+        });
+        let (backed_up, rest) = self.route(Routing::of(outbox, self.shards()), true);
+        (result, backed_up, rest)
     }
 
     /// Runs `f` on every shard in turn, each a call of its own.
@@ -181,43 +256,52 @@ impl SharedBroker {
         result
     }
 
-    /// Routes `outbox` through the shards it has something for (and what that leaves in turn),
-    /// then settles the acknowledgments that waited for it. Returns the backlog of a
-    /// connection found backed up on the way.
-    fn route(&self, outbox: Outbox) -> Option<Arc<Backpressure>> {
-        if outbox.is_empty() {
-            return None;
-        }
-        let (from, waiting) = (outbox.from(), outbox.waiting().to_vec());
-        let mut pending = vec![outbox];
-        let mut ticket: Option<Ticket> = None;
+    /// Routes `work` through the shards it has left (and what that leaves in turn), then
+    /// settles the acknowledgments that waited for it. With `stop`, it stops where a message was
+    /// dropped for a backed-up connection, returning that connection's backlog and the rest.
+    pub(crate) fn route(
+        &self,
+        mut work: Routing,
+        mut stop: bool,
+    ) -> (Option<Arc<Backpressure>>, Option<Routing>) {
         let mut backed_up = None;
-        while let Some(outbox) = pending.pop() {
-            for shard in (0..self.shards()).filter(|&s| outbox.is_for(s)) {
-                let (routed, backlog) = self.locked(shard, |b, now| {
-                    b.take_backpressure();
-                    let routed = b.route_remote(now, &outbox);
-                    let backlog = b
-                        .take_backpressure()
-                        .and_then(|to| b.outlet(to))
-                        .map(|outlet| outlet.backpressure.clone());
-                    (routed, backlog)
-                });
-                ticket = ticket.max(routed.ticket);
-                backed_up = backed_up.or(backlog);
-                if !routed.outbox.is_empty() {
-                    pending.push(routed.outbox);
-                }
+        while let Some(&shard) = work.shards.first() {
+            let (routed, backlog) = self.locked(shard, |b, now| {
+                b.take_backpressure();
+                let routed = b.route_remote_from(now, &work.outbox, work.item, stop);
+                let backlog = b
+                    .take_backpressure()
+                    .and_then(|to| b.outlet(to))
+                    .map(|outlet| outlet.backpressure.clone());
+                (routed, backlog)
+            });
+            work.ticket = work.ticket.max(routed.ticket);
+            if !routed.outbox.is_empty() {
+                // Members picked again: routed in full, here and now.
+                let (_, _) = self.route(Routing::of(routed.outbox, self.shards()), false);
             }
+            backed_up = backed_up.or(backlog);
+            if let Some(item) = routed.stopped_at {
+                work.item = item;
+                if backed_up.is_some() {
+                    return (backed_up, Some(work));
+                }
+                // Nobody left to wait for: go on in this shard without stopping.
+                stop = false;
+                continue;
+            }
+            work.shards.remove(0);
+            work.item = 0;
         }
-        if !waiting.is_empty() {
-            self.locked(from, |b, _| {
-                for conn in waiting {
+        if !work.waiting().is_empty() {
+            let ticket = work.ticket;
+            self.locked(work.outbox.from(), |b, _| {
+                for &conn in work.outbox.waiting() {
                     b.settle(conn, ticket);
                 }
             });
         }
-        backed_up
+        (backed_up, None)
     }
 
     /// For the timer task: the broker's next deadline over every shard, capped at `cap`,
@@ -255,7 +339,7 @@ impl SharedBroker {
                 state.hand_over_batches();
                 state.broker.take_outbox()
             };
-            self.route(outbox);
+            self.route(Routing::of(outbox, self.shards()), false);
         }
     }
 
