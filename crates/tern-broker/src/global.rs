@@ -107,21 +107,10 @@ impl Global {
             shards,
             id_salt,
         };
-        let version = Message {
-            topic: "$SYS/broker/version".into(),
-            payload: format!("tern {}", env!("CARGO_PKG_VERSION")).into(),
-            qos: tern_codec::QoS::AtMostOnce,
-            retain: true,
-            properties: Default::default(),
-            expires_at: None,
-            publisher: None,
-            shared_properties: Default::default(),
-            pending_shards: Default::default(),
-        };
-        global
-            .retained_mut()
-            .tree
-            .insert("$SYS/broker/version", Arc::new(version));
+        let topic = "$SYS/broker/version";
+        let version = format!("tern {}", env!("CARGO_PKG_VERSION"));
+        let version = crate::sys::system_message(topic, version.into());
+        global.retained_mut().tree.insert(topic, Arc::new(version));
         global
     }
 

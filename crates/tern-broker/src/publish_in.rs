@@ -408,18 +408,8 @@ impl<O: Outlet> Broker<O> {
         msg: Arc<Message>,
     ) {
         let v5 = self.sessions.get(&sid).is_some_and(|s| s.version.is_v5());
-        let d = Delivery {
-            qos: msg.qos.min(entry.options.qos),
-            retain: v5 && entry.options.retain_as_published && msg.retain,
-            sub_ids: if v5 {
-                entry.sub_id.into_iter().collect()
-            } else {
-                Vec::new()
-            },
-            group: Some(g),
-            seq: 0,
-            msg,
-        };
+        let retain = v5 && entry.options.retain_as_published && msg.retain;
+        let d = Delivery::for_subscription(msg, entry, v5, retain, Some(g));
         self.deliver(now, sid, d);
     }
 

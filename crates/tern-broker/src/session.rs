@@ -137,6 +137,30 @@ pub struct Delivery {
     pub seq: u64,
 }
 
+impl Delivery {
+    /// `msg` for one subscription `entry` of a session at protocol v5 or not: its QoS lowered
+    /// to the subscription's, its identifier for v5 only, with RETAIN as given.
+    pub(crate) fn for_subscription(
+        msg: Arc<Message>,
+        entry: SubEntry,
+        v5: bool,
+        retain: bool,
+        group: Option<GroupId>,
+    ) -> Self {
+        Delivery {
+            qos: msg.qos.min(entry.options.qos),
+            retain,
+            sub_ids: match v5 {
+                true => entry.sub_id.into_iter().collect(),
+                false => Vec::new(),
+            },
+            group,
+            seq: 0,
+            msg,
+        }
+    }
+}
+
 /// Where an outbound QoS 1/2 message is in its flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutState {

@@ -131,18 +131,7 @@ impl<O: Outlet> Broker<O> {
         msg: Arc<Message>,
     ) {
         let v5 = self.sessions.get(&sid).is_some_and(|s| s.version.is_v5());
-        let d = Delivery {
-            qos: msg.qos.min(entry.options.qos),
-            retain: true,
-            sub_ids: if v5 {
-                entry.sub_id.into_iter().collect()
-            } else {
-                Vec::new()
-            },
-            group: None,
-            seq: 0,
-            msg,
-        };
+        let d = Delivery::for_subscription(msg, entry, v5, true, None);
         self.deliver(now, sid, d);
     }
 

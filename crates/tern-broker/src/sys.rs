@@ -16,19 +16,24 @@ impl<O: Outlet> Broker<O> {
     /// with `$SYS/`) and routes it to current subscribers. Nothing is stored.
     pub fn publish_system(&mut self, now: Instant, topic: &str, payload: Bytes) {
         debug_assert!(topic.starts_with("$SYS/"));
-        let msg = Arc::new(Message {
-            topic: topic.to_string(),
-            payload,
-            qos: QoS::AtMostOnce,
-            retain: true,
-            properties: Default::default(),
-            expires_at: None,
-            publisher: None,
-            shared_properties: Default::default(),
-            pending_shards: Default::default(),
-        });
+        let msg = Arc::new(system_message(topic, payload));
         self.mark_pending_elsewhere(&msg);
         self.global.retained_mut().tree.insert(topic, msg.clone());
         self.route(now, msg);
+    }
+}
+
+/// The retained message the broker publishes as `topic`, one of its own.
+pub(crate) fn system_message(topic: &str, payload: Bytes) -> Message {
+    Message {
+        topic: topic.to_string(),
+        payload,
+        qos: QoS::AtMostOnce,
+        retain: true,
+        properties: Default::default(),
+        expires_at: None,
+        publisher: None,
+        shared_properties: Default::default(),
+        pending_shards: Default::default(),
     }
 }

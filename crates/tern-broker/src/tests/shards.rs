@@ -275,11 +275,9 @@ fn acks_keep_their_order_when_only_some_messages_route_remotely() {
     );
 }
 
-/// A retained message published in one shard while a client subscribes in another, between
-/// the publish's local and remote steps: the subscriber gets it once, as the retained message
-/// of its subscription (RETAIN = 1), from the routing that was on its way.
-#[test]
-fn a_retained_publish_racing_a_subscribe_in_another_shard_arrives_once_as_retained() {
+/// Two shards; a retained message "v" on "r" published in shard 0 and routed there only, then
+/// a client of shard 1 subscribed to "r": the message is on its way to that shard.
+fn subscribed_while_retained_on_its_way() -> (Shards, Sc) {
     let mut h = Shards::new(2, PersistMode::Off);
     let publisher = h.v5_in(0, "pub");
     let sub = h.v5_in(1, "sub");
@@ -289,6 +287,15 @@ fn a_retained_publish_racing_a_subscribe_in_another_shard_arrives_once_as_retain
         b.handle_packet(now, publisher.conn, Packet::Publish(m))
     });
     h.subscribe(&sub, "r", QoS::AtMostOnce);
+    (h, sub)
+}
+
+/// A retained message published in one shard while a client subscribes in another, between
+/// the publish's local and remote steps: the subscriber gets it once, as the retained message
+/// of its subscription (RETAIN = 1), from the routing that was on its way.
+#[test]
+fn a_retained_publish_racing_a_subscribe_in_another_shard_arrives_once_as_retained() {
+    let (mut h, sub) = subscribed_while_retained_on_its_way();
     let early = sub.publishes();
     assert!(
         early.is_empty(),
@@ -333,15 +340,7 @@ fn racing_retained_values_keep_their_publishers_order() {
 /// on its way still gets it, before its UNSUBACK, as it would with one shard.
 #[test]
 fn an_unsubscribe_before_the_racing_retained_message_arrives_still_gets_it() {
-    let mut h = Shards::new(2, PersistMode::Off);
-    let publisher = h.v5_in(0, "pub");
-    let sub = h.v5_in(1, "sub");
-    let mut m = publish("r", "v", QoS::AtMostOnce, 0);
-    m.retain = true;
-    h.local(0, |b, now| {
-        b.handle_packet(now, publisher.conn, Packet::Publish(m))
-    });
-    h.subscribe(&sub, "r", QoS::AtMostOnce);
+    let (mut h, sub) = subscribed_while_retained_on_its_way();
     h.send(
         &sub,
         Packet::Unsubscribe(Unsubscribe {
