@@ -256,12 +256,12 @@ pub(crate) struct SharedRoutes {
 
 impl SharedRoutes {
     /// Picks the member of group `g` to get the next message: round-robin, connected members
-    /// first, never `avoid` (a member that just left).
+    /// first, never `avoid` (a member that just left). Also says whether it was connected.
     pub(crate) fn pick(
         &self,
         g: GroupId,
         avoid: Option<SessionId>,
-    ) -> Option<(SessionId, SubEntry)> {
+    ) -> Option<(SessionId, SubEntry, bool)> {
         let group = self.groups.get(&g)?;
         let n = group.members.len();
         let cursor = group.cursor.load(Relaxed);
@@ -275,7 +275,7 @@ impl SharedRoutes {
         // kept on the whole, not to the message.
         group.cursor.store((k + 1) % n, Relaxed);
         let m = &group.members[k];
-        Some((m.sid, m.entry))
+        Some((m.sid, m.entry, m.online.load(Relaxed)))
     }
 
     /// Records whether session `sid`, a member of the groups of `filters` (its subscriptions,

@@ -297,6 +297,9 @@ impl<O: Outlet> Broker<O> {
     /// matching shared group.
     pub(crate) fn route(&mut self, now: Instant, msg: Arc<Message>) {
         self.route_subscriptions(now, &msg, &[]);
+        // Before the shared groups' picks, so that a session in another shard gets the message
+        // through its own subscriptions first, then through a group, as in this shard.
+        self.route_elsewhere(&msg);
         let mut groups: Vec<GroupId> = Vec::new();
         if let Some(shared) = self.global.shared() {
             shared
@@ -306,7 +309,6 @@ impl<O: Outlet> Broker<O> {
         for g in groups {
             self.deliver_to_group(now, g, msg.clone(), None, 0);
         }
-        self.route_elsewhere(msg);
     }
 
     /// Sends `msg` to the sessions of this shard whose subscriptions match it, once per session
@@ -387,11 +389,11 @@ impl<O: Outlet> Broker<O> {
             .global
             .shared()
             .and_then(|shared| shared.pick(g, avoid));
-        let Some((sid, entry)) = pick else {
+        let Some((sid, entry, online)) = pick else {
             return false;
         };
         if sid.shard() != self.shard() {
-            self.send_to_member_elsewhere(g, sid, entry, msg, repicks);
+            self.send_to_member_elsewhere(g, sid, entry, msg, online, repicks);
         } else {
             self.deliver_member(now, g, sid, entry, msg);
         }

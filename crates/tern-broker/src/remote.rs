@@ -45,6 +45,8 @@ enum Remote {
         sid: SessionId,
         entry: SubEntry,
         msg: Arc<Message>,
+        /// The member was connected when it was picked (else it was picked for want of one).
+        online: bool,
         /// How many members were picked for it before this one and found gone.
         repicks: u8,
     },
@@ -143,12 +145,15 @@ impl<O: Outlet> Broker<O> {
                     sid,
                     entry,
                     msg,
+                    online,
                     repicks,
                 } if sid.shard() == me => {
                     let here = self.sessions.get(sid).map(|s| s.conn.is_some());
-                    // Gone, or offline while the group may have others: pick again, avoiding
-                    // it, at most once per shard so that it cannot go round for ever.
-                    let repick = here != Some(true) && usize::from(*repicks) < self.shards();
+                    // Gone, or gone offline since it was picked as a connected member: pick
+                    // again, avoiding it, at most once per shard so that it cannot go round for
+                    // ever. (A member picked offline, for want of a connected one, keeps it.)
+                    let changed = here.is_none() || (*online && here == Some(false));
+                    let repick = changed && usize::from(*repicks) < self.shards();
                     if repick
                         && self.deliver_to_group(now, *group, msg.clone(), Some(*sid), repicks + 1)
                     {
@@ -200,7 +205,7 @@ impl<O: Outlet> Broker<O> {
     /// Leaves `msg` for the other shards holding subscriptions that match it; a retained
     /// message goes to every other shard, each of which must clear its bit of the message's
     /// [`PendingShards`](crate::session::PendingShards).
-    pub(crate) fn route_elsewhere(&mut self, msg: Arc<Message>) {
+    pub(crate) fn route_elsewhere(&mut self, msg: &Arc<Message>) {
         let (count, me) = (self.shards(), self.shard());
         if count == 1 {
             return;
@@ -211,17 +216,20 @@ impl<O: Outlet> Broker<O> {
         };
         if shards != 0 {
             self.outbox.targets |= shards;
+            let msg = msg.clone();
             self.outbox.items.push(Remote::Message { msg, shards });
         }
     }
 
-    /// Leaves `msg` for member `sid` of `group`, which lives in another shard.
+    /// Leaves `msg` for member `sid` of `group`, which lives in another shard (`online`: it
+    /// was connected when picked).
     pub(crate) fn send_to_member_elsewhere(
         &mut self,
         group: GroupId,
         sid: SessionId,
         entry: SubEntry,
         msg: Arc<Message>,
+        online: bool,
         repicks: u8,
     ) {
         self.outbox.targets |= 1 << sid.shard();
@@ -230,6 +238,7 @@ impl<O: Outlet> Broker<O> {
             sid,
             entry,
             msg,
+            online,
             repicks,
         });
     }
