@@ -36,6 +36,8 @@ pub mod retained;
 pub mod session;
 mod subscribe;
 mod sys;
+#[cfg(test)]
+mod test_rng;
 pub mod topic_index;
 
 pub use broker::{Broker, ConnId, Outlet, Stats};

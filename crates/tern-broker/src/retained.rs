@@ -309,6 +309,7 @@ impl<M> Drop for Node<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
     use tern_codec::topic::{matches, validate_filter, validate_name};
 
     /// A store whose messages are their own topic names.
@@ -553,21 +554,7 @@ mod tests {
         assert_eq!(tree.len(), n as usize - n as usize / 100);
     }
 
-    /// xorshift64*: deterministic pseudo-random numbers without extra crates.
-    struct Rng(u64);
-
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
         /// 1..=4 levels drawn from `levels`, the last one possibly replaced by `#`.
         fn levels(&mut self, levels: &[&str], hash: bool) -> String {
             let depth = 1 + self.below(4);

@@ -541,6 +541,7 @@ impl<T: Copy> WalkStack<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
     use tern_codec::topic::{matches, validate_filter, validate_name};
 
     /// The sorted (key, filter) pairs `idx` reports for `topic`; values hold their filter.
@@ -867,21 +868,7 @@ mod tests {
         assert_eq!(idx.node_count(), 0);
     }
 
-    /// xorshift64*: deterministic pseudo-random numbers without extra crates.
-    struct Rng(u64);
-
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
         /// A topic of 1..=4 levels over `a`, `b`, `$x` and the empty level.
         fn topic(&mut self) -> String {
             const LEVELS: [&str; 4] = ["a", "b", "$x", ""];

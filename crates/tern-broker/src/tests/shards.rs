@@ -10,6 +10,7 @@ use tern_codec::*;
 
 use super::harness::*;
 use crate::persist::{StoreOp, Ticket};
+use crate::test_rng::Rng;
 use crate::{Broker, BrokerConfig, Global, Outbox, PersistMode};
 
 struct Shards {
@@ -551,18 +552,6 @@ fn messages_go_only_to_the_shards_holding_a_matching_filter() {
     );
 }
 
-/// A small deterministic generator for the differential test below.
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 /// One broker of one shard and one of three, given the same random sequence of CONNECTs
 /// (clean or resumed, v3.1.1 or v5, Keep Alive, session expiry, a will or none, retained or
 /// delayed), SUBSCRIBEs and UNSUBSCRIBEs (exact, wildcard and shared filters), PUBLISHes (QoS 0
@@ -606,7 +595,7 @@ fn differential(mode: PersistMode) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     for seed in 1..=seeds {
-        let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut one = Harness::new();
         one.broker.set_persistence(mode);
         let mut three = Shards::new(3, mode);
