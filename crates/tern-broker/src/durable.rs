@@ -119,9 +119,23 @@ pub(crate) struct Held {
     pub wait: Ticket,
     /// The packet.
     pub frame: Frame,
+}
+
+impl Held {
     /// It waits for a record of its own (an acknowledgment to a publisher, or a QoS 2
-    /// PUBLISH or PUBREL to a persistent session), not only behind another packet.
-    pub own: bool,
+    /// PUBLISH or PUBREL to a persistent session), not only behind another packet. (Tickets
+    /// count from 1, so a wait of 0 is none.)
+    fn own(&self) -> bool {
+        self.wait != 0
+    }
+}
+
+/// Sends the packets at the front of `c`'s held queue whose batch is durable (`persisted`).
+fn release_durable<O: Outlet>(c: &mut Conn<O>, persisted: Ticket) {
+    while c.held.front().is_some_and(|h| h.ticket <= persisted) {
+        let held = c.held.pop_front().expect("front checked");
+        c.outlet.send(held.frame);
+    }
 }
 
 /// Sends `frame` on `c`, or holds it behind `wait` (and behind anything already held).
@@ -139,7 +153,6 @@ pub(crate) fn send_after<O: Outlet>(c: &mut Conn<O>, frame: Frame, wait: Option<
                 ticket,
                 wait: wait.unwrap_or(0),
                 frame,
-                own: wait.is_some(),
             });
             was_empty
         }
@@ -181,10 +194,7 @@ impl<O: Outlet> Broker<O> {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
-            while c.held.front().is_some_and(|h| h.ticket <= persisted) {
-                let held = c.held.pop_front().expect("front checked");
-                c.outlet.send(held.frame);
-            }
+            release_durable(c, persisted);
             if !c.held.is_empty() {
                 still.push(id);
             }
@@ -208,11 +218,7 @@ impl<O: Outlet> Broker<O> {
             running = running.max(held.wait);
             held.ticket = running;
         }
-        let persisted = self.journal.persisted;
-        while c.held.front().is_some_and(|h| h.ticket <= persisted) {
-            let held = c.held.pop_front().expect("front checked");
-            c.outlet.send(held.frame);
-        }
+        release_durable(c, self.journal.persisted);
     }
 
     /// Committing the batches up to `ticket` failed: what waited for them cannot be promised.
@@ -252,7 +258,7 @@ impl<O: Outlet> Broker<O> {
                     {
                         refused.push((sid, *packet_id));
                     }
-                } else if held.own {
+                } else if held.own() {
                     // A QoS 2 PUBLISH or a PUBREL to a persistent session goes out only once
                     // its record is durable: the store keeps the failed operations and commits
                     // them with its next success, which releases these.
