@@ -34,6 +34,11 @@ const SHARD_BITS: u32 = 8;
 /// [`PendingShards`](crate::session::PendingShards).
 pub const MAX_SHARDS: usize = 32;
 
+/// Every shard of `shards` but `me`, one bit each.
+pub(crate) fn all_but(shards: usize, me: usize) -> u32 {
+    (u32::MAX >> (32 - shards)) & !(1 << me)
+}
+
 /// State shared by every shard of one broker.
 pub struct Global {
     next_conn: AtomicU64,

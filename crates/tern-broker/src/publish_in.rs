@@ -269,26 +269,35 @@ impl<O: Outlet> Broker<O> {
     /// store batch an acknowledgment of the message must wait for, beyond this shard's own,
     /// when the retained store changed (sync mode only).
     pub(crate) fn accept_message(&mut self, now: Instant, msg: Arc<Message>) -> Option<Ticket> {
-        let mut wait = None;
-        if msg.retain {
-            self.mark_pending_elsewhere(&msg);
-            let mut retained = self.global.retained_mut();
-            let mark = retained.journal.mark();
-            // [MQTT-3.3.1-5..7] Replace; an empty payload deletes.
-            if msg.payload.is_empty() {
-                if retained.tree.remove(&msg.topic).is_some() {
-                    retained
-                        .journal
-                        .push(StoreOp::DeleteRetained(msg.topic.clone()));
-                }
-            } else {
-                retained.tree.insert(&msg.topic, msg.clone());
-                retained.journal.push(StoreOp::PutRetained(msg.clone()));
-            }
-            wait = retained.journal.wait_since(mark);
-            self.retained_changed |= retained.journal.mark() > mark;
-        }
+        let wait = match msg.retain {
+            true => self.store_retained(&msg, true),
+            false => None,
+        };
         self.route(now, msg);
+        wait
+    }
+
+    /// Makes `msg` the retained message of its topic, or deletes that one when the payload is
+    /// empty [MQTT-3.3.1-5..7], recording the change for the store if `persist`; returns the
+    /// batch that holds the record (sync mode only). With several shards the message is first
+    /// marked as still to be routed by the others (see `remote.rs`), before any SUBSCRIBE can
+    /// find it in the tree.
+    pub(crate) fn store_retained(&mut self, msg: &Arc<Message>, persist: bool) -> Option<Ticket> {
+        self.mark_pending_elsewhere(msg);
+        let mut retained = self.global.retained_mut();
+        let mark = retained.journal.mark();
+        let op = if msg.payload.is_empty() {
+            let removed = retained.tree.remove(&msg.topic).is_some();
+            removed.then(|| StoreOp::DeleteRetained(msg.topic.clone()))
+        } else {
+            retained.tree.insert(&msg.topic, msg.clone());
+            Some(StoreOp::PutRetained(msg.clone()))
+        };
+        if let Some(op) = op.filter(|_| persist) {
+            retained.journal.push(op);
+        }
+        let wait = retained.journal.wait_since(mark);
+        self.retained_changed |= retained.journal.mark() > mark;
         wait
     }
 

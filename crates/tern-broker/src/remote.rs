@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::broker::{Broker, Conn, ConnId, Outlet};
+use crate::global::all_but;
 use crate::persist::Ticket;
 use crate::session::{GroupId, Message, SessionId, SubEntry};
 
@@ -210,8 +211,8 @@ impl<O: Outlet> Broker<O> {
         if count == 1 {
             return;
         }
-        let shards = match msg.retain && msg.pending_shards.is_pending_anywhere() {
-            true => (u32::MAX >> (32 - count)) & !(1 << me),
+        let shards = match msg.pending_shards.is_pending_anywhere() {
+            true => all_but(count, me),
             false => self.global.shards_matching(&msg.topic) & !(1 << me),
         };
         if shards != 0 {

@@ -72,8 +72,8 @@ pub struct PendingShards(AtomicU32);
 impl PendingShards {
     /// Every shard of `shards` but `origin` has yet to route it.
     pub(crate) fn set_all_but(&self, shards: usize, origin: usize) {
-        let all = u32::MAX >> (32 - shards);
-        self.0.store(all & !(1 << origin), Relaxed);
+        self.0
+            .store(crate::global::all_but(shards, origin), Relaxed);
     }
 
     /// True while `shard` has yet to route it.

@@ -17,8 +17,7 @@ impl<O: Outlet> Broker<O> {
     pub fn publish_system(&mut self, now: Instant, topic: &str, payload: Bytes) {
         debug_assert!(topic.starts_with("$SYS/"));
         let msg = Arc::new(system_message(topic, payload));
-        self.mark_pending_elsewhere(&msg);
-        self.global.retained_mut().tree.insert(topic, msg.clone());
+        self.store_retained(&msg, false);
         self.route(now, msg);
     }
 }
