@@ -557,8 +557,7 @@ impl<O: Outlet> Broker<O> {
             return;
         }
         tracing::info!(client_id = %s.client_id, reason = how.why, "client disconnected");
-        s.conn = None;
-        self.global.set_online(s, false);
+        self.global.link(s, None);
         if !how.will {
             s.will = None;
         }

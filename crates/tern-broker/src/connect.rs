@@ -140,8 +140,7 @@ impl<O: Outlet> Broker<O> {
             .sessions
             .get_mut(&sid)
             .expect("session just found or made");
-        s.conn = Some(conn);
-        self.global.set_online(s, true);
+        self.global.link(s, Some(conn));
         s.version = connect.protocol;
         s.expiry_interval = expiry;
         s.expires_at = None;
@@ -262,8 +261,7 @@ impl<O: Outlet> Broker<O> {
             s.will = None;
         }
         if let Some(s) = self.sessions.get_mut(&sid) {
-            s.conn = None;
-            self.global.set_online(s, false);
+            self.global.link(s, None);
         }
         if let Some(c) = self.conns.get_mut(&old_conn) {
             c.session = None;

@@ -223,14 +223,17 @@ impl Global {
         shards
     }
 
-    /// Records in its shared groups whether session `s` has a connection now.
-    pub(crate) fn set_online(&self, s: &Session, online: bool) {
+    /// Links session `s` to connection `conn` (or unlinks it), and records in its shared
+    /// groups whether it is connected, which every shard's picks read: the one place a
+    /// session's connection changes.
+    pub(crate) fn link(&self, s: &mut Session, conn: Option<ConnId>) {
+        s.conn = conn;
         let mut shared = s.subscriptions.keys().filter(|f| f.starts_with("$share/"));
         if shared.clone().next().is_none() {
             return;
         }
         if let Some(routes) = self.shared() {
-            routes.set_online(s.id, &mut shared, online);
+            routes.set_online(s.id, &mut shared, conn.is_some());
         }
     }
 
