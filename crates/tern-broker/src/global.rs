@@ -19,7 +19,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::broker::ConnId;
 use crate::durable::{Journal, PersistMode};
 use crate::keyed::ProcessKeyed;
-use crate::persist::Ticket;
+use crate::persist::{Snapshot, Ticket};
 use crate::retained::RetainedTree;
 use crate::session::{GroupId, Message, Session, SessionId, SubEntry};
 use crate::topic_index::TopicIndex;
@@ -131,6 +131,19 @@ impl Global {
             return 0;
         }
         (ProcessKeyed.hash_one(client_id) % self.shards as u64) as usize
+    }
+
+    /// `snapshot` split into one part per shard, to [`Broker::restore`](crate::Broker::restore)
+    /// each: the sessions of the shard's client ids, and with shard 0's part the retained
+    /// messages, which the shards share.
+    pub fn split(&self, snapshot: Snapshot) -> Vec<Snapshot> {
+        let mut parts: Vec<Snapshot> = (0..self.shards).map(|_| Snapshot::default()).collect();
+        parts[0].retained = snapshot.retained;
+        for session in snapshot.sessions {
+            let shard = self.shard_of(&session.record.client_id);
+            parts[shard].sessions.push(session);
+        }
+        parts
     }
 
     /// A connection id no shard has handed out.

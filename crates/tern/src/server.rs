@@ -11,7 +11,6 @@ use std::time::Duration;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tern_broker::persist::Snapshot;
 use tern_broker::{Broker, Global, PersistMode};
 use tern_store::{DiskStore, Store};
 use tokio::net::TcpListener;
@@ -133,17 +132,8 @@ impl Server {
                 Durability::Batch { .. } => PersistMode::Batch,
             };
             written = Written::from_snapshot(&snapshot);
-            // Each shard takes the sessions of its client ids; the retained messages, which
-            // the shards share, come with shard 0's part.
-            let mut parts: Vec<Snapshot> = (0..shards).map(|_| Snapshot::default()).collect();
-            parts[0].retained = snapshot.retained;
-            for session in snapshot.sessions {
-                parts[global.shard_of(&session.record.client_id)]
-                    .sessions
-                    .push(session);
-            }
             let now = Instant::now();
-            for (broker, part) in brokers.iter_mut().zip(parts) {
+            for (broker, part) in brokers.iter_mut().zip(global.split(snapshot)) {
                 broker.set_persistence(mode);
                 broker.restore(now, part);
             }
