@@ -64,6 +64,11 @@ impl Outbox {
         self.targets & (1 << shard) != 0
     }
 
+    /// The shards that have something to route in it, one bit each.
+    pub fn targets(&self) -> u32 {
+        self.targets
+    }
+
     /// The connections to [`Broker::settle`] in the shard the outbox came from, once every
     /// other shard has routed it.
     pub fn waiting(&self) -> &[ConnId] {

@@ -21,27 +21,28 @@ use crate::conn::{Backpressure, ConnOutlet};
 use crate::persistence::{StoreMsg, StoreTx};
 
 /// The routing of one outbox still to do: the shards it has something for that have not
-/// routed it yet, the first of them from item `item` on.
+/// routed it yet (one bit each, lowest first), the first of them from item `item` on.
 pub(crate) struct Routing {
     outbox: Outbox,
-    shards: Vec<usize>,
+    left: u32,
     item: usize,
     /// The latest store batch the shards done so far recorded it in.
     ticket: Option<Ticket>,
 }
 
 impl Routing {
-    fn of(outbox: Outbox, shards: usize) -> Self {
+    fn of(outbox: Outbox) -> Self {
         Routing {
-            shards: (0..shards).filter(|&s| outbox.is_for(s)).collect(),
+            left: outbox.targets(),
             outbox,
             item: 0,
             ticket: None,
         }
     }
 
-    fn waiting(&self) -> &[ConnId] {
-        self.outbox.waiting()
+    /// The next shard to route in, if any.
+    fn next_shard(&self) -> Option<usize> {
+        (self.left != 0).then(|| self.left.trailing_zeros() as usize)
     }
 }
 
@@ -204,11 +205,8 @@ impl SharedBroker {
         shard: usize,
         f: impl FnOnce(&mut Broker<ConnOutlet>, Instant) -> R,
     ) -> R {
-        let (result, outbox) = self.locked(shard, |b, now| {
-            let result = f(b, now);
-            (result, b.take_outbox())
-        });
-        self.route(Routing::of(outbox, self.shards()), false);
+        let (result, routing) = self.call_local(shard, f);
+        self.route(routing, false);
         result
     }
 
@@ -221,12 +219,21 @@ impl SharedBroker {
         shard: usize,
         f: impl FnOnce(&mut Broker<ConnOutlet>, Instant) -> R,
     ) -> (R, Option<Arc<Backpressure>>, Option<Routing>) {
-        let (result, outbox) = self.locked(shard, |b, now| {
-            let result = f(b, now);
-            (result, b.take_outbox())
-        });
-        let (backed_up, rest) = self.route(Routing::of(outbox, self.shards()), true);
+        let (result, routing) = self.call_local(shard, f);
+        let (backed_up, rest) = self.route(routing, true);
         (result, backed_up, rest)
+    }
+
+    /// The first step of a call: `f` on `shard`, and what it left for the other shards.
+    fn call_local<R>(
+        &self,
+        shard: usize,
+        f: impl FnOnce(&mut Broker<ConnOutlet>, Instant) -> R,
+    ) -> (R, Routing) {
+        self.locked(shard, |state, now| {
+            let result = f(&mut state.broker, now);
+            (result, Routing::of(state.broker.take_outbox()))
+        })
     }
 
     /// Runs `f` on every shard in turn, each a call of its own.
@@ -238,7 +245,7 @@ impl SharedBroker {
 
     /// Runs `f` under `shard`'s lock with the clock read under it (so the core sees times in the
     /// order of its calls), hands over the store batches and wakes the timer if needed.
-    fn locked<R>(&self, shard: usize, f: impl FnOnce(&mut Broker<ConnOutlet>, Instant) -> R) -> R {
+    fn locked<R>(&self, shard: usize, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         #[cfg(feature = "lock-stats")]
         let asked = Instant::now();
         let (result, wake) = {
@@ -246,7 +253,7 @@ impl SharedBroker {
             #[cfg(feature = "lock-stats")]
             let _held = crate::lock_stats::CORE.held_since(asked);
             let now = Instant::now();
-            let result = f(&mut state.broker, now);
+            let result = f(&mut state, now);
             state.hand_over_batches();
             (result, state.made_earlier_deadline())
         };
@@ -265,8 +272,9 @@ impl SharedBroker {
         mut stop: bool,
     ) -> (Option<Arc<Backpressure>>, Option<Routing>) {
         let mut backed_up = None;
-        while let Some(&shard) = work.shards.first() {
-            let (routed, backlog) = self.locked(shard, |b, now| {
+        while let Some(shard) = work.next_shard() {
+            let (routed, backlog) = self.locked(shard, |state, now| {
+                let b = &mut state.broker;
                 b.take_backpressure();
                 let routed = b.route_remote_from(now, &work.outbox, work.item, stop);
                 let backlog = b
@@ -278,7 +286,7 @@ impl SharedBroker {
             work.ticket = work.ticket.max(routed.ticket);
             if !routed.outbox.is_empty() {
                 // Members picked again: routed in full, here and now.
-                let (_, _) = self.route(Routing::of(routed.outbox, self.shards()), false);
+                self.route(Routing::of(routed.outbox), false);
             }
             backed_up = backed_up.or(backlog);
             if let Some(item) = routed.stopped_at {
@@ -290,14 +298,14 @@ impl SharedBroker {
                 stop = false;
                 continue;
             }
-            work.shards.remove(0);
+            work.left &= work.left - 1;
             work.item = 0;
         }
-        if !work.waiting().is_empty() {
+        if !work.outbox.waiting().is_empty() {
             let ticket = work.ticket;
-            self.locked(work.outbox.from(), |b, _| {
+            self.locked(work.outbox.from(), |state, _| {
                 for &conn in work.outbox.waiting() {
-                    b.settle(conn, ticket);
+                    state.broker.settle(conn, ticket);
                 }
             });
         }
@@ -328,18 +336,12 @@ impl SharedBroker {
     /// re-arms.
     pub(crate) fn fire_timer(&self) {
         for shard in 0..self.shards() {
-            let outbox = {
-                #[cfg(feature = "lock-stats")]
-                let asked = Instant::now();
-                let mut state = self.lock(shard);
-                #[cfg(feature = "lock-stats")]
-                let _held = crate::lock_stats::CORE.held_since(asked);
+            let routing = self.locked(shard, |state, now| {
                 state.armed = None;
-                state.broker.handle_timeout(Instant::now());
-                state.hand_over_batches();
-                state.broker.take_outbox()
-            };
-            self.route(Routing::of(outbox, self.shards()), false);
+                state.broker.handle_timeout(now);
+                Routing::of(state.broker.take_outbox())
+            });
+            self.route(routing, false);
         }
     }
 
