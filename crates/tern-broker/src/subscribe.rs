@@ -1,6 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE: filter checks, the subscription index and shared groups, and the
 //! retained messages a new subscription receives.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Instant;
 
@@ -11,8 +12,6 @@ use tern_codec::{
 
 use crate::broker::{Broker, ConnId, Outlet};
 use crate::global::{Group, Member};
-use std::sync::Arc;
-
 use crate::remote::EarlyRetained;
 use crate::session::{Delivery, Message, SessionId, SubEntry};
 

@@ -108,6 +108,19 @@ fn durable_harness(mode: PersistMode) -> Harness {
     h
 }
 
+/// A sync-mode broker where the persistent QoS 2 subscriber "sub" (its record committed) has
+/// just been sent "x" on "t" at QoS 2 by the v5 client "p": returns them with the model store.
+fn qos2_publish_to_persistent_subscriber() -> (Harness, Model, Client, Client) {
+    let mut h = durable_harness(PersistMode::Sync);
+    let mut model = Model::default();
+    let sub = subscriber(&mut h, QoS::ExactlyOnce);
+    model.commit(&mut h);
+    sub.take();
+    let p = h.v5("p");
+    p.publish(&mut h, publish("t", "x", QoS::ExactlyOnce, 1));
+    (h, model, sub, p)
+}
+
 fn persistent(h: &mut Harness, id: &str, clean: bool) -> (Client, ConnAck) {
     let mut c = connect(ProtocolVersion::V5, id, clean);
     c.properties.session_expiry_interval = Some(3600);
@@ -192,13 +205,7 @@ fn off_mode_records_nothing() {
 
 #[test]
 fn publish_to_a_persistent_session_waits_for_its_record() {
-    let mut h = durable_harness(PersistMode::Sync);
-    let mut model = Model::default();
-    let sub = subscriber(&mut h, QoS::ExactlyOnce);
-    model.commit(&mut h);
-    sub.take();
-    let p = h.v5("p");
-    p.publish(&mut h, publish("t", "x", QoS::ExactlyOnce, 1));
+    let (mut h, mut model, sub, _p) = qos2_publish_to_persistent_subscriber();
     assert!(sub.take().is_empty());
     model.commit(&mut h);
     let got = sub.publishes();
@@ -418,13 +425,7 @@ fn a_qos2_id_refused_by_a_failed_commit_is_free_for_a_new_message() {
 /// failed operations, commits them; a PINGRESP held behind it goes out at once.
 #[test]
 fn a_failed_commit_keeps_qos2_publishes_to_persistent_sessions_held_until_a_success() {
-    let mut h = durable_harness(PersistMode::Sync);
-    let mut model = Model::default();
-    let sub = subscriber(&mut h, QoS::ExactlyOnce);
-    model.commit(&mut h);
-    sub.take();
-    let p = h.v5("p");
-    p.publish(&mut h, publish("t", "x", QoS::ExactlyOnce, 1));
+    let (mut h, mut model, sub, p) = qos2_publish_to_persistent_subscriber();
     sub.send(&mut h, Packet::PingReq);
     let (t, ops) = h.broker.poll_persist().expect("the delivery's record");
     h.broker.handle_persist_failed(h.now, t);

@@ -131,6 +131,17 @@ impl Shards {
         c
     }
 
+    /// One v5 client in each shard, named `name`, subscribed to `filter` at `qos`.
+    fn one_per_shard(&mut self, name: &str, filter: &str, qos: QoS) -> Vec<Sc> {
+        let clients: Vec<Sc> = (0..self.shards.len())
+            .map(|s| self.v5_in(s, name))
+            .collect();
+        for c in &clients {
+            self.subscribe(c, filter, qos);
+        }
+        clients
+    }
+
     fn send(&mut self, c: &Sc, p: Packet) {
         let conn = c.conn;
         self.call(c.shard, |b, now| b.handle_packet(now, conn, p));
@@ -193,9 +204,8 @@ fn payloads(c: &Client) -> Vec<String> {
 #[test]
 fn messages_reach_every_shard_in_order_and_overlaps_deliver_once() {
     let mut h = Shards::new(3, PersistMode::Off);
-    let subs: Vec<Sc> = (0..3).map(|s| h.v5_in(s, "sub")).collect();
+    let subs = h.one_per_shard("sub", "a/+", QoS::AtLeastOnce);
     for sub in &subs {
-        h.subscribe(sub, "a/+", QoS::AtLeastOnce);
         h.subscribe(sub, "a/#", QoS::AtMostOnce);
     }
     let publisher = h.v5_in(1, "pub");
@@ -387,10 +397,7 @@ fn retained_messages_are_one_store_for_every_shard() {
 #[test]
 fn a_will_reaches_subscribers_in_every_shard() {
     let mut h = Shards::new(3, PersistMode::Off);
-    let subs: Vec<Sc> = (0..3).map(|s| h.v5_in(s, "sub")).collect();
-    for sub in &subs {
-        h.subscribe(sub, "wills/#", QoS::AtMostOnce);
-    }
+    let subs = h.one_per_shard("sub", "wills/#", QoS::AtMostOnce);
     let id = h.id_in(1, "dying");
     let mut c = connect(ProtocolVersion::V5, &id, true);
     c.will = Some(will("wills/dying", "gone"));
@@ -406,10 +413,7 @@ fn a_will_reaches_subscribers_in_every_shard() {
 #[test]
 fn a_shared_group_across_shards_gives_each_message_to_one_member() {
     let mut h = Shards::new(3, PersistMode::Off);
-    let members: Vec<Sc> = (0..3).map(|s| h.v5_in(s, "member")).collect();
-    for m in &members {
-        h.subscribe(m, "$share/g/t", QoS::AtLeastOnce);
-    }
+    let members = h.one_per_shard("member", "$share/g/t", QoS::AtLeastOnce);
     let publisher = h.v5_in(0, "pub");
     for n in 1..=9u16 {
         h.send(
