@@ -260,8 +260,9 @@ fn acks_wait_for_the_batches_of_remote_shards() {
     assert_eq!(publisher.packets(), vec![Packet::PubAck(Ack::new(pid(1)))]);
 }
 
-/// Acknowledgments keep the order of their PUBLISH packets [MQTT-4.6.0-2] whether or not a
-/// message had anything to record in another shard.
+/// Acknowledgments keep the order of their PUBLISH packets (what 3.1.1's MQTT-4.6.0-2 asks of
+/// a client, kept by the broker too) whether or not a message had anything to record in
+/// another shard.
 #[test]
 fn acks_keep_their_order_when_only_some_messages_route_remotely() {
     let mut h = Shards::new(2, PersistMode::Sync);
@@ -323,7 +324,8 @@ fn a_retained_publish_racing_a_subscribe_in_another_shard_arrives_once_as_retain
 }
 
 /// Two retained values of one topic published in one batch, racing a subscribe in another
-/// shard: the subscriber sees them in their publisher's order [MQTT-4.6.0-6], the first live
+/// shard: the subscriber sees them in their publisher's order ([MQTT-4.6.0-6] of 3.1.1, the
+/// subscriber's level), the first live
 /// and the last as its subscription's retained message, never the last before the first.
 #[test]
 fn racing_retained_values_keep_their_publishers_order() {
