@@ -325,8 +325,8 @@ fn a_retained_publish_racing_a_subscribe_in_another_shard_arrives_once_as_retain
 
 /// Two retained values of one topic published in one batch, racing a subscribe in another
 /// shard: the subscriber sees them in their publisher's order ([MQTT-4.6.0-6] of 3.1.1, the
-/// subscriber's level), the first live
-/// and the last as its subscription's retained message, never the last before the first.
+/// subscriber's level), the first live and the last as its subscription's retained message,
+/// never the last before the first.
 #[test]
 fn racing_retained_values_keep_their_publishers_order() {
     let mut h = Shards::new(2, PersistMode::Off);
