@@ -162,15 +162,21 @@ impl Shards {
         }
     }
 
-    /// Hands every shard's pending batches to a model store, which commits them in ticket
-    /// order, and reports the last one durable to every shard.
-    fn commit(&mut self) {
+    /// Every shard's pending batches, in ticket order: the order the store commits them in.
+    fn batches(&mut self) -> Vec<(Ticket, Vec<StoreOp>)> {
         let mut batches: Vec<_> = self
             .shards
             .iter_mut()
             .flat_map(|b| std::iter::from_fn(|| b.poll_persist()))
             .collect();
         batches.sort_by_key(|(t, _)| *t);
+        batches
+    }
+
+    /// Hands every shard's pending batches to a model store, which commits them in ticket
+    /// order, and reports the last one durable to every shard.
+    fn commit(&mut self) {
+        let batches = self.batches();
         for (_, ops) in &batches {
             for op in ops {
                 match op {
@@ -480,12 +486,7 @@ fn retained_ops_reach_the_store_in_tree_order() {
         h.send(c, Packet::Publish(m));
         assert!(c.take().is_empty(), "the PUBACK waits for the store");
     }
-    let mut batches: Vec<_> = h
-        .shards
-        .iter_mut()
-        .flat_map(|b| std::iter::from_fn(|| b.poll_persist()))
-        .collect();
-    batches.sort_by_key(|(t, _)| *t);
+    let batches = h.batches();
     let last = batches.last().expect("batches").0;
     let mut value = None;
     for (t, ops) in batches {
